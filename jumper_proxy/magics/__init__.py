@@ -1,0 +1,106 @@
+"""The proxy's own cell magics: the context a handler runs in, and the table of all handlers.
+
+A handler is ``async def handler(ctx: MagicContext, args: str, body: str) -> None``. It never
+sends protocol messages itself: it writes outputs through ``ctx`` (stream text, display data)
+and raises :class:`~jumper_proxy.errors.MagicError` for misuse. The scheduler wraps all of it in
+busy / ``execute_input`` / outputs / ``execute_reply`` / idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class OutputSink(Protocol):
+    """Where a magic's outputs go: the scheduler publishes each on IOPub at once."""
+
+    def stream(self, text: str, name: str = "stdout") -> None: ...
+
+    def display(
+        self,
+        data: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+        display_id: str | None = None,
+        update: bool = False,
+    ) -> None: ...
+
+
+RunHidden = Callable[[str, "dict[str, str] | None"], Awaitable[dict[str, Any]]]
+
+
+@dataclass
+class MagicContext:
+    """What a running magic may use.
+
+    ``run_hidden(code, expressions)`` runs code silently in the user's kernel and returns the
+    expressions' values; ``interrupted`` is set when the user interrupts the cell;
+    ``services`` holds the proxy's long-lived parts by name (the monitor, Score-P settings...).
+    """
+
+    out: OutputSink
+    run_hidden: RunHidden
+    interrupted: asyncio.Event = field(default_factory=asyncio.Event)
+    services: dict[str, Any] = field(default_factory=dict)
+    #: the request's content (``code``, ``silent``, ``stop_on_error``...)
+    request: dict[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[[MagicContext, str, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Magic:
+    """One cell magic: its name (without ``%%``), handler, and a one-line description."""
+
+    name: str
+    handler: Handler
+    help: str
+    usage: str = ""
+
+
+class MagicTable:
+    """All magics the proxy answers; anything else goes to the upstream unchanged."""
+
+    def __init__(self) -> None:
+        self._magics: dict[str, Magic] = {}
+
+    def add(self, magic: Magic) -> None:
+        self._magics[magic.name] = magic
+
+    def get(self, name: str | None) -> Magic | None:
+        return self._magics.get(name) if name else None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._magics
+
+    def names(self) -> list[str]:
+        return sorted(self._magics)
+
+    def all(self) -> list[Magic]:
+        return [self._magics[name] for name in self.names()]
+
+
+def help_text(table: MagicTable) -> str:
+    """The text of ``%%jumper_help``: every proxy magic with its usage and description."""
+    lines = ["jumper-proxy cell magics (each alone on the first line of its cell):", ""]
+    width = max((len(m.name) + len(m.usage) for m in table.all()), default=0) + 4
+    for magic in table.all():
+        head = f"%%{magic.name} {magic.usage}".rstrip()
+        lines.append(f"  {head:<{width}} {magic.help}")
+    lines.append("")
+    lines.append("Any other cell, including IPython's own %%magics, runs in the kernel unchanged.")
+    return "\n".join(lines) + "\n"
+
+
+def build_table() -> MagicTable:
+    """The table of every magic the proxy knows."""
+    table = MagicTable()
+
+    async def jumper_help(ctx: MagicContext, args: str, body: str) -> None:
+        ctx.out.stream(help_text(table))
+
+    table.add(Magic("jumper_help", jumper_help, "list the proxy's magics"))
+    return table

@@ -1,0 +1,238 @@
+"""The frontend side of the wire: binding from the connection file, receiving and verifying
+messages, re-signing and forwarding them, the heartbeat and the IOPub welcome.
+
+Framing and signing are ``jupyter_client.session.Session``'s: a received message is verified
+with ``deserialize(content=False)`` (content and buffers stay raw bytes/frames) and forwarded
+with ``send_raw``, which signs it with the other side's key. Only this module binds frontend
+sockets; it knows nothing of what a message means beyond its header.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypedDict
+
+import zmq
+import zmq.asyncio
+from jupyter_client.session import Session
+
+from jumper_proxy.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+
+class ConnectionInfo(TypedDict):
+    """The fields of a Jupyter connection file that the proxy uses."""
+
+    transport: str
+    ip: str
+    shell_port: int
+    iopub_port: int
+    stdin_port: int
+    control_port: int
+    hb_port: int
+    key: str
+    signature_scheme: str
+
+
+def read_connection_file(path: Path) -> ConnectionInfo:
+    """Read and check a connection file; a missing or malformed file is a ConfigurationError."""
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigurationError(f"Connection file not found: {path}") from exc
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"Cannot read connection file {path}: {exc}") from exc
+    try:
+        return ConnectionInfo(
+            transport=str(raw.get("transport", "tcp")),
+            ip=str(raw.get("ip", "127.0.0.1")),
+            shell_port=int(raw.get("shell_port", 0)),
+            iopub_port=int(raw.get("iopub_port", 0)),
+            stdin_port=int(raw.get("stdin_port", 0)),
+            control_port=int(raw.get("control_port", 0)),
+            hb_port=int(raw.get("hb_port", 0)),
+            key=str(raw.get("key", "")),
+            signature_scheme=str(raw.get("signature_scheme", "hmac-sha256")),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"Malformed connection file {path}: {exc}") from exc
+
+
+def session_for(info: ConnectionInfo) -> Session:
+    """The Session that verifies and signs with the frontend's key."""
+    return Session(
+        key=info["key"].encode(), signature_scheme=info["signature_scheme"], username="kernel"
+    )
+
+
+@dataclass
+class Message:
+    """A verified message kept close to the wire.
+
+    ``frames`` is ``[header, parent_header, metadata, content, *buffers]`` exactly as received
+    (the signature removed), so forwarding it changes nothing but the signature. ``idents`` are
+    the routing frames in front of the delimiter (the topic for IOPub messages).
+    """
+
+    idents: list[bytes]
+    frames: list[Any]
+    header: dict[str, Any]
+    parent_header: dict[str, Any]
+    _content: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def msg_type(self) -> str:
+        return str(self.header.get("msg_type", ""))
+
+    @property
+    def msg_id(self) -> str:
+        return str(self.header.get("msg_id", ""))
+
+    @property
+    def parent_msg_id(self) -> str | None:
+        value = self.parent_header.get("msg_id")
+        return str(value) if value is not None else None
+
+    def content(self) -> dict[str, Any]:
+        """The content, parsed on first use (relayed messages never need it)."""
+        if self._content is None:
+            raw = self.frames[3]
+            self._content = json.loads(raw.bytes if isinstance(raw, zmq.Frame) else raw)
+        return self._content
+
+    def metadata(self) -> dict[str, Any]:
+        raw = self.frames[2]
+        value: dict[str, Any] = json.loads(raw.bytes if isinstance(raw, zmq.Frame) else raw)
+        return value
+
+    def as_parent(self) -> dict[str, Any]:
+        """The header to put as ``parent_header`` of messages answering this one."""
+        return self.header
+
+
+def parse_frames(frames: list[Any], session: Session) -> Message | None:
+    """Verify and split raw frames; ``None`` (and a log line) for a bad or unsigned message."""
+    try:
+        idents, msg_list = session.feed_identities(frames, copy=False)
+        msg = session.deserialize(msg_list, content=False, copy=False)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        log.warning("Dropped a message that failed verification: %s", str(exc)[:120])
+        return None
+    idents = [i.bytes if isinstance(i, zmq.Frame) else bytes(i) for i in idents]
+    raw = list(msg_list[1:])
+    return Message(
+        idents=idents,
+        frames=raw,
+        header=dict(msg["header"]),
+        parent_header=dict(msg["parent_header"]),
+    )
+
+
+async def recv_message(sock: zmq.asyncio.Socket, session: Session) -> Message | None:
+    """Receive one message from ``sock`` and verify it with ``session``'s key."""
+    frames = await sock.recv_multipart(copy=False)
+    return parse_frames(frames, session)
+
+
+def forward(msg: Message, sock: zmq.Socket[Any], session: Session, idents: list[bytes] | None = None) -> None:
+    """Send ``msg`` on ``sock`` unchanged but for a new signature made with ``session``'s key."""
+    session.send_raw(sock, msg.frames, ident=msg.idents if idents is None else idents, copy=False)
+
+
+def sync(sock: zmq.asyncio.Socket) -> zmq.Socket[Any]:
+    """A blocking shadow of an asyncio socket, for sends that never wait."""
+    return zmq.Socket.shadow(sock.underlying)
+
+
+class Heartbeat(threading.Thread):
+    """Echoes heartbeat pings for as long as the proxy process lives.
+
+    A thread with its own context so that a busy event loop never delays an answer.
+    """
+
+    def __init__(self, url: str) -> None:
+        super().__init__(name="heartbeat", daemon=True)
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.linger = 0
+        self.socket.bind(url)
+
+    def run(self) -> None:
+        try:
+            zmq.proxy(self.socket, self.socket)
+        except zmq.ContextTerminated:
+            pass
+        except zmq.ZMQError as exc:
+            log.error("Heartbeat stopped: %s", exc)
+        finally:
+            self.socket.close(linger=0)
+
+    def stop(self) -> None:
+        self.context.term()
+
+
+def _url(info: ConnectionInfo, port: int) -> str:
+    if info["transport"] == "ipc":
+        return f"ipc://{info['ip']}-{port}"
+    return f"tcp://{info['ip']}:{port}"
+
+
+class Frontend:
+    """The five frontend sockets, bound exactly as the connection file asks."""
+
+    def __init__(self, info: ConnectionInfo, context: zmq.asyncio.Context) -> None:
+        self.info = info
+        self.session = session_for(info)
+
+        def bind(kind: int, port: int) -> zmq.asyncio.Socket:
+            sock = context.socket(kind)
+            sock.linger = 1000
+            if kind == zmq.ROUTER:
+                sock.router_handover = 1
+            try:
+                sock.bind(_url(info, port))
+            except zmq.ZMQError as exc:
+                sock.close(linger=0)
+                raise ConfigurationError(f"Cannot bind {_url(info, port)}: {exc.strerror}") from exc
+            return sock
+
+        self.shell = bind(zmq.ROUTER, info["shell_port"])
+        self.control = bind(zmq.ROUTER, info["control_port"])
+        self.stdin = bind(zmq.ROUTER, info["stdin_port"])
+        self.iopub = context.socket(zmq.XPUB)
+        self.iopub.setsockopt(zmq.XPUB_VERBOSE, 1)
+        self.iopub.linger = 1000
+        self.iopub.bind(_url(info, info["iopub_port"]))
+        self.heartbeat = Heartbeat(_url(info, info["hb_port"]))
+        self.sync_shell = sync(self.shell)
+        self.sync_control = sync(self.control)
+        self.sync_stdin = sync(self.stdin)
+        self.sync_iopub = sync(self.iopub)
+
+    def publish(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None, **kw: Any) -> None:
+        """Publish a message of the proxy's own on IOPub."""
+        self.session.send(
+            self.sync_iopub, msg_type, content, parent=parent, ident=[f"kernel.jumper-proxy.{msg_type}".encode()], **kw
+        )
+
+    def welcome(self, frame: bytes) -> None:
+        """Answer an XPUB subscription event with an ``iopub_welcome`` (protocol 5.4+)."""
+        if not frame or frame[0] != 1:
+            return
+        topic = frame[1:]
+        try:
+            subscription = topic.decode()
+        except UnicodeDecodeError:
+            return
+        msg = self.session.msg("iopub_welcome", {"subscription": subscription})
+        self.session.send(self.sync_iopub, msg, ident=[topic] if topic else None)
+
+    def close(self) -> None:
+        for sock in (self.shell, self.control, self.stdin, self.iopub):
+            sock.close(linger=200)
+        self.heartbeat.stop()
