@@ -122,7 +122,7 @@ class Proxy:
 
     async def _read_frontend_shell(self) -> None:
         while True:
-            msg = await recv_message(self.frontend.shell, self.session)
+            msg = await recv_message(self.frontend.shell, self.session, self.upstream.session)
             if msg is None:
                 continue
             log.debug("shell <- %s", msg.msg_type)
@@ -176,7 +176,7 @@ class Proxy:
 
     async def _read_frontend_stdin(self) -> None:
         while True:
-            msg = await recv_message(self.frontend.stdin, self.session)
+            msg = await recv_message(self.frontend.stdin, self.session, self.upstream.session)
             if msg is None or not self.upstream.ready.is_set():
                 continue
             log.debug("stdin <- %s", msg.msg_type)
@@ -192,7 +192,7 @@ class Proxy:
     async def _read_upstream(self, sock: zmq.asyncio.Socket, handle: Callable[[Message], None]) -> None:
         session = self.upstream.session
         while True:
-            msg = await recv_message(sock, session)
+            msg = await recv_message(sock, session, self.session)
             if msg is None:
                 continue
             try:
@@ -227,7 +227,7 @@ class Proxy:
         content["implementation_version"] = __version__
         banner = content.get("banner", "")
         content["banner"] = f"jumper-proxy {__version__} in front of {upstream_impl}\n{banner}"
-        msg.frames[3] = self.session.pack(content)
+        msg.set_content(content, self.session)
 
     def _on_upstream_stdin(self, msg: Message) -> None:
         log.debug("stdin -> %s", msg.msg_type)

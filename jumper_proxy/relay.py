@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from hmac import compare_digest
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
 import zmq
 import zmq.asyncio
-from jupyter_client.session import Session
+from jupyter_client.session import DELIM, Session
 
 from jumper_proxy.errors import ConfigurationError
 
@@ -84,6 +86,8 @@ class Message:
     header: dict[str, Any]
     parent_header: dict[str, Any]
     _content: dict[str, Any] | None = field(default=None, repr=False)
+    #: a signature already made for the other side's session (large messages)
+    presigned: tuple[Session, bytes] | None = field(default=None, repr=False)
 
     @property
     def msg_type(self) -> str:
@@ -105,6 +109,12 @@ class Message:
             self._content = json.loads(raw.bytes if isinstance(raw, zmq.Frame) else raw)
         return self._content
 
+    def set_content(self, content: dict[str, Any], session: Session) -> None:
+        """Replace the content (the message must then be signed anew)."""
+        self._content = content
+        self.frames[3] = session.pack(content)
+        self.presigned = None
+
     def metadata(self) -> dict[str, Any]:
         raw = self.frames[2]
         value: dict[str, Any] = json.loads(raw.bytes if isinstance(raw, zmq.Frame) else raw)
@@ -115,33 +125,79 @@ class Message:
         return self.header
 
 
-def parse_frames(frames: list[Any], session: Session) -> Message | None:
-    """Verify and split raw frames; ``None`` (and a log line) for a bad or unsigned message."""
+def parse_frames(frames: list[Any], session: Session, resign_for: Session | None = None) -> Message | None:
+    """Verify and split raw frames; ``None`` (and a log line) for a bad or unsigned message.
+
+    Only the header and parent header are decoded; content, metadata and buffers stay the
+    frames they arrived as, so relaying a large output copies nothing. The signature is
+    checked with ``session.sign`` over the same four frames the sender signed. For a large
+    message headed for ``resign_for``'s side, its new signature is computed at the same time
+    in a second thread (hashing releases the GIL), so verifying and re-signing cost one pass.
+    """
     try:
         idents, msg_list = session.feed_identities(frames, copy=False)
-        msg = session.deserialize(msg_list, content=False, copy=False)
+        if len(msg_list) < 5:
+            raise ValueError(f"a message needs at least 5 frames, got {len(msg_list)}")
+        parts = msg_list[1:5]
+        presigned = None
+        if resign_for is not None and _size(parts) >= LARGE_MESSAGE:
+            presigned = (resign_for, _pool().submit(_sign, resign_for, parts))
+        if session.auth is not None:
+            signature = msg_list[0].bytes
+            if not signature:
+                raise ValueError("unsigned message")
+            if not compare_digest(signature, _sign(session, parts)):
+                raise ValueError("invalid signature")
+        header = json.loads(parts[0].bytes)
+        parent = json.loads(parts[1].bytes)
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         log.warning("Dropped a message that failed verification: %s", str(exc)[:120])
         return None
-    idents = [i.bytes if isinstance(i, zmq.Frame) else bytes(i) for i in idents]
-    raw = list(msg_list[1:])
-    return Message(
-        idents=idents,
-        frames=raw,
-        header=dict(msg["header"]),
-        parent_header=dict(msg["parent_header"]),
-    )
+    msg = Message(idents=list(idents), frames=list(msg_list[1:]), header=header, parent_header=parent)
+    if presigned is not None:
+        msg.presigned = (presigned[0], presigned[1].result())
+    return msg
 
 
-async def recv_message(sock: zmq.asyncio.Socket, session: Session) -> Message | None:
+#: Messages larger than this are signed in two threads at once (hashlib releases the GIL).
+LARGE_MESSAGE = 1 << 20
+_hash_pool: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _hash_pool
+    if _hash_pool is None:
+        _hash_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sign")
+    return _hash_pool
+
+
+def _sign(session: Session, parts: list[Any]) -> bytes:
+    signature: bytes = session.sign(parts)
+    return signature
+
+
+def _size(frames: list[Any]) -> int:
+    return sum(len(f) for f in frames)
+
+
+async def recv_message(
+    sock: zmq.asyncio.Socket, session: Session, resign_for: Session | None = None
+) -> Message | None:
     """Receive one message from ``sock`` and verify it with ``session``'s key."""
     frames = await sock.recv_multipart(copy=False)
-    return parse_frames(frames, session)
+    return parse_frames(frames, session, resign_for)
 
 
 def forward(msg: Message, sock: zmq.Socket[Any], session: Session, idents: list[bytes] | None = None) -> None:
     """Send ``msg`` on ``sock`` unchanged but for a new signature made with ``session``'s key."""
-    session.send_raw(sock, msg.frames, ident=msg.idents if idents is None else idents, copy=False)
+    frames: list[Any] = list(msg.idents if idents is None else idents)
+    frames.append(DELIM)
+    if msg.presigned is not None and msg.presigned[0] is session:
+        frames.append(msg.presigned[1])
+    else:
+        frames.append(_sign(session, msg.frames[:4]))
+    frames.extend(msg.frames)
+    sock.send_multipart(frames, copy=False)
 
 
 def sync(sock: zmq.asyncio.Socket) -> zmq.Socket[Any]:
