@@ -74,7 +74,7 @@ def _configure_logging(level: int) -> None:
 @click.option(
     "--upstream-transport",
     type=click.Choice(UPSTREAM_TRANSPORTS),
-    default="tcp",
+    default="ipc",
     show_default=True,
     help="Transport of the private connection to the wrapped kernel.",
 )

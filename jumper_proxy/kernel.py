@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from jumper_proxy import __version__
 from jumper_proxy.config import ProxyConfig
 from jumper_proxy.errors import JumperError, UpstreamDied
 from jumper_proxy.magics import build_table
-from jumper_proxy.relay import Frontend, Message, forward, read_connection_file, recv_message, sync
+from jumper_proxy.pump import Handler, Pump
+from jumper_proxy.relay import Frontend, Message, parse_frames, read_connection_file
 from jumper_proxy.scheduler import Scheduler
 from jumper_proxy.upstream import SHUTDOWN_GRACE, Upstream
 
@@ -44,22 +44,30 @@ class Proxy:
 
     def __init__(self, config: ProxyConfig) -> None:
         self.config = config
-        self.context = zmq.asyncio.Context()
-        self.frontend = Frontend(read_connection_file(config.connection_file), self.context)
+        self.context: zmq.Context[Any] = zmq.Context()
+        self.pump = Pump(asyncio.get_running_loop())
+        self.frontend = Frontend(read_connection_file(config.connection_file), self.context, self.pump)
         self.session = self.frontend.session
         self.upstream = Upstream(
             config.upstream,
             self.context,
+            self.pump,
+            {
+                "shell": self._on_upstream_shell,
+                "control": self._on_upstream_control,
+                "stdin": self._on_upstream_stdin,
+                "iopub": self._on_upstream_iopub,
+            },
             transport=config.upstream_transport,
             on_death=self._on_upstream_death,
+            resign_for=self.session,
         )
         self.magics = build_table()
         self.services: dict[str, Any] = {"upstream": self.upstream, "proxy": self}
         self.scheduler = Scheduler(self, self.magics, self.upstream.run_hidden, self.services)
         self.pending: dict[str, Pending] = {}
         self.local_requests: dict[str, Callable[[Message], None]] = {}
-        self._control_queue: asyncio.Queue[Message] = asyncio.Queue()
-        self._upstream_tasks: list[asyncio.Task[None]] = []
+        self._backlog: list[tuple[str, Message]] = []
         self._exit = asyncio.Event()
         self._exit_code = 0
         self._shutting_down = False
@@ -72,16 +80,16 @@ class Proxy:
         loop.add_signal_handler(signal.SIGINT, lambda: self._spawn(self._interrupt()))
         loop.add_signal_handler(signal.SIGTERM, self._exit.set)
         self.frontend.heartbeat.start()
-        readers = [
-            loop.create_task(self._read_frontend_shell()),
-            loop.create_task(self._read_frontend_control()),
-            loop.create_task(self._run_control_queue()),
-            loop.create_task(self._read_frontend_stdin()),
-            loop.create_task(self._read_frontend_subscriptions()),
-        ]
+        self.frontend.watch(
+            {
+                "shell": self._frontend_reader(self._on_shell_request),
+                "control": self._frontend_reader(self._on_control_request),
+                "stdin": self._frontend_reader(self._on_stdin_message),
+            }
+        )
         self._spawn(self._boot())
         await self._exit.wait()
-        for task in readers + self._upstream_tasks + list(self._background):
+        for task in list(self._background):
             task.cancel()
         await self.upstream.shutdown(now=True)
         self.frontend.close()
@@ -101,114 +109,75 @@ class Proxy:
             self._exit_code = 1
             self._exit.set()
             return
-        self._start_upstream_readers()
+        self._upstream_ready()
 
-    def _start_upstream_readers(self) -> None:
-        sockets = self.upstream.sockets
-        assert sockets is not None
-        self._up_shell = sync(sockets.shell)
-        self._up_control = sync(sockets.control)
-        self._up_stdin = sync(sockets.stdin)
-        loop = asyncio.get_running_loop()
-        self._upstream_tasks = [
-            loop.create_task(self._read_upstream(sockets.shell, self._on_upstream_shell)),
-            loop.create_task(self._read_upstream(sockets.control, self._on_upstream_control)),
-            loop.create_task(self._read_upstream(sockets.stdin, self._on_upstream_stdin)),
-            loop.create_task(self._read_upstream(sockets.iopub, self._on_upstream_iopub)),
-            loop.create_task(self._read_upstream(sockets.hidden, self.upstream.deliver_hidden)),
-        ]
+    def _upstream_ready(self) -> None:
+        """Requests that arrived while the upstream was (re)starting go out now, in order."""
+        backlog, self._backlog = self._backlog, []
+        for channel, msg in backlog:
+            self._route(channel, msg)
+        self.scheduler.pump()
 
     # ---- frontend → upstream -------------------------------------------------------------
 
-    async def _read_frontend_shell(self) -> None:
-        while True:
-            msg = await recv_message(self.frontend.shell, self.session, self.upstream.session)
-            if msg is None:
-                continue
-            log.debug("shell <- %s", msg.msg_type)
-            await self.upstream.ready.wait()  # requests queue here while the upstream boots
-            try:
-                self._on_shell_request(msg)
-            except Exception:  # one bad message must not stop the relay
-                log.exception("Could not handle %s", msg.msg_type)
+    def _frontend_reader(self, handle: Callable[[Message], None]) -> Handler:
+        def read(frames: list[Any]) -> None:
+            msg = parse_frames(frames, self.session, self.upstream.session)
+            if msg is not None:
+                log.debug("<- %s", msg.msg_type)
+                handle(msg)
+
+        return read
 
     def _on_shell_request(self, msg: Message) -> None:
-        kind = msg.msg_type
-        if kind == "execute_request":
-            self.scheduler.submit(msg)
-        elif kind == "shutdown_request":
+        if msg.msg_type == "shutdown_request":
             self._spawn(self._shutdown(msg, "shell"))
-        elif kind in self.local_requests:
+        elif not self.upstream.ready.is_set():
+            self._backlog.append(("shell", msg))  # kernel_info and all wait for the upstream
+        else:
+            self._route("shell", msg)
+
+    def _on_control_request(self, msg: Message) -> None:
+        if msg.msg_type == "interrupt_request":
+            self._spawn(self._interrupt(msg))
+        elif msg.msg_type == "shutdown_request":
+            self._spawn(self._shutdown(msg, "control"))
+        elif not self.upstream.ready.is_set():
+            self._backlog.append(("control", msg))
+        else:
+            self._route("control", msg)
+
+    def _on_stdin_message(self, msg: Message) -> None:
+        if self.upstream.ready.is_set():
+            self.upstream.send("stdin", msg)
+
+    def _route(self, channel: str, msg: Message) -> None:
+        kind = msg.msg_type
+        if channel == "shell" and kind == "execute_request":
+            self.scheduler.submit(msg)
+        elif channel == "shell" and kind in self.local_requests:
             self.local_requests[kind](msg)
         else:
-            self._forward_request(msg, "shell")
+            self._forward_request(msg, channel)
 
     def _forward_request(self, msg: Message, channel: str, waiter: asyncio.Future[Message] | None = None) -> None:
         self.pending[msg.msg_id] = Pending(msg, channel, waiter)
-        forward(msg, self._up_shell if channel == "shell" else self._up_control, self.upstream_session)
-
-    @property
-    def upstream_session(self) -> Any:
-        return self.upstream.session
+        self.upstream.send(channel, msg)
 
     def forward_execute(self, msg: Message) -> None:
-        log.debug("shell -> upstream execute_request %s", msg.msg_id)
-        forward(msg, self._up_shell, self.upstream_session)
-
-    async def _read_frontend_control(self) -> None:
-        while True:
-            msg = await recv_message(self.frontend.control, self.session)
-            if msg is None:
-                continue
-            log.debug("control <- %s", msg.msg_type)
-            if msg.msg_type == "interrupt_request":
-                self._spawn(self._interrupt(msg))
-            elif msg.msg_type == "shutdown_request":
-                self._spawn(self._shutdown(msg, "control"))
-            else:
-                self._control_queue.put_nowait(msg)
-
-    async def _run_control_queue(self) -> None:
-        while True:
-            msg = await self._control_queue.get()
-            await self.upstream.ready.wait()
-            self._forward_request(msg, "control")
-
-    async def _read_frontend_stdin(self) -> None:
-        while True:
-            msg = await recv_message(self.frontend.stdin, self.session, self.upstream.session)
-            if msg is None or not self.upstream.ready.is_set():
-                continue
-            log.debug("stdin <- %s", msg.msg_type)
-            forward(msg, self._up_stdin, self.upstream_session)
-
-    async def _read_frontend_subscriptions(self) -> None:
-        while True:
-            frame = await self.frontend.iopub.recv()
-            self.frontend.welcome(frame)
+        self.upstream.send("shell", msg)
 
     # ---- upstream → frontend -------------------------------------------------------------
 
-    async def _read_upstream(self, sock: zmq.asyncio.Socket, handle: Callable[[Message], None]) -> None:
-        session = self.upstream.session
-        while True:
-            msg = await recv_message(sock, session, self.session)
-            if msg is None:
-                continue
-            try:
-                handle(msg)
-            except Exception:
-                log.exception("Could not relay %s", msg.msg_type)
-
     def _on_upstream_shell(self, msg: Message) -> None:
-        log.debug("shell -> %s", msg.msg_type)
-        self._deliver_reply(msg, self.frontend.sync_shell)
+        log.debug("-> %s", msg.msg_type)
+        self._deliver_reply(msg, self.frontend.shell)
         if msg.msg_type == "execute_reply":
             self.scheduler.on_reply(msg)
 
     def _on_upstream_control(self, msg: Message) -> None:
-        log.debug("control -> %s", msg.msg_type)
-        self._deliver_reply(msg, self.frontend.sync_control)
+        log.debug("-> %s", msg.msg_type)
+        self._deliver_reply(msg, self.frontend.control)
 
     def _deliver_reply(self, msg: Message, sock: zmq.Socket[Any]) -> None:
         pending = self.pending.pop(msg.parent_msg_id or "", None)
@@ -218,7 +187,7 @@ class Proxy:
             return
         if msg.msg_type == "kernel_info_reply":
             self._rewrite_kernel_info(msg)
-        forward(msg, sock, self.session)
+        self.frontend.send(sock, msg)
 
     def _rewrite_kernel_info(self, msg: Message) -> None:
         content = dict(msg.content())
@@ -230,8 +199,8 @@ class Proxy:
         msg.set_content(content, self.session)
 
     def _on_upstream_stdin(self, msg: Message) -> None:
-        log.debug("stdin -> %s", msg.msg_type)
-        forward(msg, self.frontend.sync_stdin, self.session)
+        log.debug("-> %s", msg.msg_type)
+        self.frontend.send(self.frontend.stdin, msg)
 
     def _on_upstream_iopub(self, msg: Message) -> None:
         kind = msg.msg_type
@@ -243,7 +212,7 @@ class Proxy:
             if state == "idle":
                 self.upstream.hidden_ids.discard(parent)
             return
-        forward(msg, self.frontend.sync_iopub, self.session)
+        self.frontend.send(self.frontend.iopub, msg)
         if state is not None:
             self.scheduler.on_status(parent, str(state))
 
@@ -255,13 +224,12 @@ class Proxy:
     def reply(
         self, msg: Message, msg_type: str, content: dict[str, Any], metadata: dict[str, Any] | None = None
     ) -> None:
-        sock = self.frontend.sync_shell
-        self.session.send(sock, msg_type, content, parent=msg.header, ident=msg.idents, metadata=metadata)
+        self.frontend.send_new(self.frontend.shell, msg_type, content, msg.header, msg.idents, metadata)
 
     def _control_reply(self, msg: Message, msg_type: str, content: dict[str, Any]) -> None:
         parent = msg.as_parent()
         self.publish("status", {"execution_state": "busy"}, parent)
-        self.session.send(self.frontend.sync_control, msg_type, content, parent=msg.header, ident=msg.idents)
+        self.frontend.send_new(self.frontend.control, msg_type, content, msg.header, msg.idents)
         self.publish("status", {"execution_state": "idle"}, parent)
 
     async def _interrupt(self, msg: Message | None = None) -> None:
@@ -285,12 +253,12 @@ class Proxy:
             self._forward_request(msg, "control", waiter)
             with contextlib.suppress(asyncio.TimeoutError, UpstreamDied):
                 reply = await asyncio.wait_for(waiter, SHUTDOWN_GRACE)
-        sock = self.frontend.sync_control if channel == "control" else self.frontend.sync_shell
+        sock = self.frontend.control if channel == "control" else self.frontend.shell
         if reply is not None:
-            forward(reply, sock, self.session, idents=msg.idents)
+            self.frontend.send(sock, reply, msg.idents)
         else:
             content = {"status": "ok", "restart": restart}
-            self.session.send(sock, "shutdown_reply", content, parent=msg.header, ident=msg.idents)
+            self.frontend.send_new(sock, "shutdown_reply", content, msg.header, msg.idents)
         await self.upstream.wait_exit(SHUTDOWN_GRACE)
         self._exit.set()
 
@@ -302,9 +270,6 @@ class Proxy:
         self._spawn(self._recover(exit_code))
 
     async def _recover(self, exit_code: int | None) -> None:
-        for task in self._upstream_tasks:
-            task.cancel()
-        self._upstream_tasks = []
         died = UpstreamDied(exit_code)
         self.scheduler.on_upstream_died(exit_code)
         for pending in list(self.pending.values()):
@@ -315,8 +280,8 @@ class Proxy:
                 continue
             reply_type = pending.msg.msg_type.rsplit("_", 1)[0] + "_reply"
             content = {"status": "error", "ename": "KernelDied", "evalue": str(died), "traceback": []}
-            sock = self.frontend.sync_shell if pending.channel == "shell" else self.frontend.sync_control
-            self.session.send(sock, reply_type, content, parent=pending.msg.header, ident=pending.msg.idents)
+            sock = self.frontend.shell if pending.channel == "shell" else self.frontend.control
+            self.frontend.send_new(sock, reply_type, content, pending.msg.header, pending.msg.idents)
         log.warning("%s Restarting it.", died)
         try:
             await self.upstream.restart()
@@ -325,8 +290,7 @@ class Proxy:
             self._exit_code = 1
             self._exit.set()
             return
-        self._start_upstream_readers()
-        self.scheduler.pump()
+        self._upstream_ready()
 
 
 def run_kernel(config: ProxyConfig) -> int:

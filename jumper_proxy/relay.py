@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import zmq
-import zmq.asyncio
 from jupyter_client.session import DELIM, Session
 
 from jumper_proxy.errors import ConfigurationError
+from jumper_proxy.pump import Handler, Pump
 
 log = logging.getLogger(__name__)
 
@@ -180,16 +180,8 @@ def _size(frames: list[Any]) -> int:
     return sum(len(f) for f in frames)
 
 
-async def recv_message(
-    sock: zmq.asyncio.Socket, session: Session, resign_for: Session | None = None
-) -> Message | None:
-    """Receive one message from ``sock`` and verify it with ``session``'s key."""
-    frames = await sock.recv_multipart(copy=False)
-    return parse_frames(frames, session, resign_for)
-
-
-def forward(msg: Message, sock: zmq.Socket[Any], session: Session, idents: list[bytes] | None = None) -> None:
-    """Send ``msg`` on ``sock`` unchanged but for a new signature made with ``session``'s key."""
+def forward_frames(msg: Message, session: Session, idents: list[bytes] | None = None) -> list[Any]:
+    """``msg``'s frames as they go out: unchanged but for a signature with ``session``'s key."""
     frames: list[Any] = list(msg.idents if idents is None else idents)
     frames.append(DELIM)
     if msg.presigned is not None and msg.presigned[0] is session:
@@ -197,12 +189,20 @@ def forward(msg: Message, sock: zmq.Socket[Any], session: Session, idents: list[
     else:
         frames.append(_sign(session, msg.frames[:4]))
     frames.extend(msg.frames)
-    sock.send_multipart(frames, copy=False)
+    return frames
 
 
-def sync(sock: zmq.asyncio.Socket) -> zmq.Socket[Any]:
-    """A blocking shadow of an asyncio socket, for sends that never wait."""
-    return zmq.Socket.shadow(sock.underlying)
+def new_frames(
+    session: Session,
+    msg_type: str,
+    content: dict[str, Any],
+    parent: dict[str, Any] | None,
+    idents: list[bytes] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[str, list[Any]]:
+    """A message of the proxy's own, serialized and signed: its msg_id and its frames."""
+    msg = session.msg(msg_type, content, parent=parent, metadata=metadata)
+    return msg["header"]["msg_id"], session.serialize(msg, ident=idents)
 
 
 class Heartbeat(threading.Thread):
@@ -241,15 +241,18 @@ def _url(info: ConnectionInfo, port: int) -> str:
 class Frontend:
     """The five frontend sockets, bound exactly as the connection file asks."""
 
-    def __init__(self, info: ConnectionInfo, context: zmq.asyncio.Context) -> None:
+    def __init__(self, info: ConnectionInfo, context: zmq.Context[Any], pump: Pump) -> None:
         self.info = info
         self.session = session_for(info)
+        self.pump = pump
 
-        def bind(kind: int, port: int) -> zmq.asyncio.Socket:
+        def bind(kind: int, port: int) -> zmq.Socket[Any]:
             sock = context.socket(kind)
             sock.linger = 1000
             if kind == zmq.ROUTER:
                 sock.router_handover = 1
+            if kind == zmq.XPUB:
+                sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscriber gets its welcome
             try:
                 sock.bind(_url(info, port))
             except zmq.ZMQError as exc:
@@ -260,24 +263,33 @@ class Frontend:
         self.shell = bind(zmq.ROUTER, info["shell_port"])
         self.control = bind(zmq.ROUTER, info["control_port"])
         self.stdin = bind(zmq.ROUTER, info["stdin_port"])
-        self.iopub = context.socket(zmq.XPUB)
-        self.iopub.setsockopt(zmq.XPUB_VERBOSE, 1)
-        self.iopub.linger = 1000
-        self.iopub.bind(_url(info, info["iopub_port"]))
+        self.iopub = bind(zmq.XPUB, info["iopub_port"])
         self.heartbeat = Heartbeat(_url(info, info["hb_port"]))
-        self.sync_shell = sync(self.shell)
-        self.sync_control = sync(self.control)
-        self.sync_stdin = sync(self.stdin)
-        self.sync_iopub = sync(self.iopub)
 
-    def publish(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None, **kw: Any) -> None:
+    def send(self, sock: zmq.Socket[Any], msg: Message, idents: list[bytes] | None = None) -> None:
+        """Relay ``msg`` (from the upstream) to the frontend, signed with the frontend key."""
+        self.pump.send(sock, forward_frames(msg, self.session, idents))
+
+    def send_new(
+        self,
+        sock: zmq.Socket[Any],
+        msg_type: str,
+        content: dict[str, Any],
+        parent: dict[str, Any] | None,
+        idents: list[bytes] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Send a message of the proxy's own."""
+        self.pump.send(sock, new_frames(self.session, msg_type, content, parent, idents, metadata)[1])
+
+    def publish(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None) -> None:
         """Publish a message of the proxy's own on IOPub."""
-        self.session.send(
-            self.sync_iopub, msg_type, content, parent=parent, ident=[f"kernel.jumper-proxy.{msg_type}".encode()], **kw
-        )
+        topic = [f"kernel.jumper-proxy.{msg_type}".encode()]
+        self.send_new(self.iopub, msg_type, content, parent, topic)
 
-    def welcome(self, frame: bytes) -> None:
+    def welcome(self, frames: list[Any]) -> None:
         """Answer an XPUB subscription event with an ``iopub_welcome`` (protocol 5.4+)."""
+        frame = frames[0].bytes if frames else b""
         if not frame or frame[0] != 1:
             return
         topic = frame[1:]
@@ -285,10 +297,17 @@ class Frontend:
             subscription = topic.decode()
         except UnicodeDecodeError:
             return
-        msg = self.session.msg("iopub_welcome", {"subscription": subscription})
-        self.session.send(self.sync_iopub, msg, ident=[topic] if topic else None)
+        self.send_new(self.iopub, "iopub_welcome", {"subscription": subscription}, None, [topic] if topic else None)
+
+    def watch(self, handlers: dict[str, Handler]) -> None:
+        """Start reading: ``handlers`` maps shell/control/stdin to a handler of raw frames."""
+        self.pump.watch(self.shell, handlers["shell"])
+        self.pump.watch(self.control, handlers["control"])
+        self.pump.watch(self.stdin, handlers["stdin"])
+        self.pump.watch(self.iopub, self.welcome)
 
     def close(self) -> None:
         for sock in (self.shell, self.control, self.stdin, self.iopub):
+            self.pump.unwatch(sock)
             sock.close(linger=200)
         self.heartbeat.stop()

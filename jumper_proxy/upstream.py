@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmq
-import zmq.asyncio
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
 
 from jumper_proxy.config import UpstreamSpec
 from jumper_proxy.errors import HiddenExecutionError, UpstreamDied, UpstreamError
-from jumper_proxy.relay import Message, recv_message
+from jumper_proxy.pump import Handler, Pump
+from jumper_proxy.relay import Message, forward_frames, new_frames, parse_frames
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +91,14 @@ class UpstreamSockets:
     the way back. ``hidden`` is the proxy's own shell connection for silent work.
     """
 
-    shell: zmq.asyncio.Socket
-    control: zmq.asyncio.Socket
-    stdin: zmq.asyncio.Socket
-    iopub: zmq.asyncio.Socket
-    hidden: zmq.asyncio.Socket
+    shell: zmq.Socket[Any]
+    control: zmq.Socket[Any]
+    stdin: zmq.Socket[Any]
+    iopub: zmq.Socket[Any]
+    hidden: zmq.Socket[Any]
 
-    def close(self) -> None:
-        for sock in (self.shell, self.control, self.stdin, self.iopub, self.hidden):
-            sock.close(linger=0)
+    def all(self) -> tuple[zmq.Socket[Any], ...]:
+        return (self.shell, self.control, self.stdin, self.iopub, self.hidden)
 
 
 def _url(info: dict[str, Any], channel: str) -> str:
@@ -112,21 +111,28 @@ def _url(info: dict[str, Any], channel: str) -> str:
 class Upstream:
     """One upstream kernel, restarted in place when it dies.
 
-    ``on_death`` is called (in the event loop) with the exit code when the process ends
-    without the proxy asking it to; the proxy then answers what was pending and calls
-    :meth:`restart`.
+    ``routes`` maps ``shell``, ``control``, ``stdin`` and ``iopub`` to the handlers of
+    verified messages from those sockets. ``on_death`` is called (in the event loop) with the
+    exit code when the process ends without the proxy asking it to; the proxy then answers
+    what was pending and calls :meth:`restart`.
     """
 
     def __init__(
         self,
         spec: UpstreamSpec,
-        context: zmq.asyncio.Context,
+        context: zmq.Context[Any],
+        pump: Pump,
+        routes: dict[str, Callable[[Message], None]],
         *,
-        transport: str = "tcp",
+        transport: str = "ipc",
         on_death: Callable[[int | None], None] | None = None,
+        resign_for: Session | None = None,
     ) -> None:
         self.spec = spec
         self.context = context
+        self.pump = pump
+        self.routes = routes
+        self.resign_for = resign_for
         self.transport = transport
         self.on_death = on_death
         self.ready = asyncio.Event()
@@ -138,6 +144,7 @@ class Upstream:
         self._stopping = False
         self._hidden_waiters: dict[str, asyncio.Future[Message]] = {}
         self.hidden_ids: set[str] = set()
+        self._iopub_seen = asyncio.Event()
         self._identity = f"jumper-proxy-{uuid.uuid4().hex[:8]}".encode()
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -171,9 +178,10 @@ class Upstream:
         info = self._manager.get_connection_info()
         ctx = self.context
 
-        def dealer(channel: str, identity: bytes) -> zmq.asyncio.Socket:
+        def dealer(channel: str, identity: bytes) -> zmq.Socket[Any]:
             sock = ctx.socket(zmq.DEALER)
             sock.linger = 0
+            sock.sndhwm = 0  # never drop a request on its way to the kernel
             sock.setsockopt(zmq.IDENTITY, identity)
             sock.connect(_url(info, channel))
             return sock
@@ -189,6 +197,36 @@ class Upstream:
             iopub=iopub,
             hidden=dealer("shell", self._identity + b"-hidden"),
         )
+        sockets = self.sockets
+        for name in ("shell", "control", "stdin"):
+            self.pump.watch(getattr(sockets, name), self._reader(self.routes[name]))
+        self.pump.watch(sockets.iopub, self._reader(self._on_iopub))
+        self.pump.watch(sockets.hidden, self._reader(self._deliver_hidden))
+
+    def _reader(self, handle: Callable[[Message], None]) -> Handler:
+        def read(frames: list[Any]) -> None:
+            assert self.session is not None
+            msg = parse_frames(frames, self.session, self.resign_for)
+            if msg is not None:
+                handle(msg)
+
+        return read
+
+    def _on_iopub(self, msg: Message) -> None:
+        self._iopub_seen.set()
+        self.routes["iopub"](msg)
+
+    def send(self, channel: str, msg: Message) -> None:
+        """Relay a frontend message to the kernel, signed with the kernel's key."""
+        assert self.sockets is not None and self.session is not None
+        self.pump.send(getattr(self.sockets, channel), forward_frames(msg, self.session))
+
+    def _send_hidden(self, msg_type: str, content: dict[str, Any]) -> str:
+        assert self.sockets is not None and self.session is not None
+        msg_id, frames = new_frames(self.session, msg_type, content, None)
+        self.hidden_ids.add(msg_id)
+        self.pump.send(self.sockets.hidden, frames)
+        return msg_id
 
     def _watch_process(self) -> None:
         pid = self.pid
@@ -233,37 +271,25 @@ class Upstream:
         The iopub message (welcome or status) proves our SUB socket is connected, so no
         output of the first cell is lost.
         """
-        assert self.sockets is not None and self.session is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STARTUP_TIMEOUT
-        got_iopub = False
+        self._iopub_seen.clear()
         while True:
-            msg = self.session.msg("kernel_info_request", {})
-            self.hidden_ids.add(msg["header"]["msg_id"])
-            self.session.send(self.sockets.hidden, msg)
-            reply_seen = False
-            attempt_end = min(deadline, loop.time() + 1.0)
-            while loop.time() < attempt_end and not (reply_seen and got_iopub):
-                waiting = [self.sockets.hidden, self.sockets.iopub]
-                poller = zmq.asyncio.Poller()
-                for sock in waiting:
-                    poller.register(sock, zmq.POLLIN)
-                events = dict(await poller.poll(timeout=max(1, (attempt_end - loop.time()) * 1000)))
-                if self.sockets.iopub in events:
-                    await self.sockets.iopub.recv_multipart()
-                    got_iopub = True
-                if self.sockets.hidden in events:
-                    reply = await recv_message(self.sockets.hidden, self.session)
-                    if reply is not None and reply.parent_msg_id == msg["header"]["msg_id"]:
-                        reply_seen = True
-            if reply_seen and got_iopub:
+            msg_id = self._send_hidden("kernel_info_request", {})
+            reply: asyncio.Future[Message] = loop.create_future()
+            self._hidden_waiters[msg_id] = reply
+            attempt = min(1.0, max(0.01, deadline - loop.time()))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(asyncio.shield(reply), self._iopub_seen.wait()), attempt)
+            self._hidden_waiters.pop(msg_id, None)
+            if reply.done() and not reply.cancelled() and reply.exception() is None and self._iopub_seen.is_set():
                 return
+            if reply.done() and not reply.cancelled() and reply.exception() is not None:
+                raise UpstreamError(f"{self.spec.describe()} exited during start-up")
             if self._manager is None or not await self._manager.is_alive():
-                proc = getattr(self._manager.provisioner, "process", None)
-                raise UpstreamError(
-                    f"{self.spec.describe()} exited during start-up"
-                    f" (exit code {proc.poll() if proc else None})"
-                )
+                proc = getattr(self._manager.provisioner, "process", None) if self._manager else None
+                code = proc.poll() if proc is not None else None
+                raise UpstreamError(f"{self.spec.describe()} exited during start-up (exit code {code})")
             if loop.time() >= deadline:
                 raise UpstreamError(f"{self.spec.describe()} did not answer within {STARTUP_TIMEOUT:.0f} s")
 
@@ -287,8 +313,11 @@ class Upstream:
     async def _teardown(self, *, kill: bool) -> None:
         self._unwatch_process()
         if self.sockets is not None:
-            self.sockets.close()
+            for sock in self.sockets.all():
+                self.pump.unwatch(sock)
+                sock.close(linger=0)
             self.sockets = None
+        self.hidden_ids.clear()
         manager, self._manager = self._manager, None
         if manager is None:
             return
@@ -320,7 +349,7 @@ class Upstream:
 
     # ---- hidden execution -----------------------------------------------------------------
 
-    def deliver_hidden(self, msg: Message) -> None:
+    def _deliver_hidden(self, msg: Message) -> None:
         """Hand a reply that arrived on the hidden socket to whoever waits for it."""
         fut = self._hidden_waiters.pop(msg.parent_msg_id or "", None)
         if fut is not None and not fut.done():
@@ -334,7 +363,6 @@ class Upstream:
         its repr), so expressions should evaluate to str, numbers, lists, dicts or None.
         """
         await self.ready.wait()
-        assert self.sockets is not None and self.session is not None
         content = {
             "code": code,
             "silent": True,
@@ -343,12 +371,9 @@ class Upstream:
             "allow_stdin": False,
             "stop_on_error": False,
         }
-        msg = self.session.msg("execute_request", content)
-        msg_id = msg["header"]["msg_id"]
+        msg_id = self._send_hidden("execute_request", content)
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._hidden_waiters[msg_id] = fut
-        self.hidden_ids.add(msg_id)
-        self.session.send(self.sockets.hidden, msg)
         try:
             reply = await fut
         finally:
