@@ -46,7 +46,9 @@ class Proxy:
         self.config = config
         self.context: zmq.Context[Any] = zmq.Context()
         self.pump = Pump(asyncio.get_running_loop())
-        self.frontend = Frontend(read_connection_file(config.connection_file), self.context, self.pump)
+        self.frontend = Frontend(
+            read_connection_file(config.connection_file), self.context, self.pump
+        )
         self.session = self.frontend.session
         self.upstream = Upstream(
             config.upstream,
@@ -66,7 +68,9 @@ class Proxy:
         self.services: dict[str, Any] = {"upstream": self.upstream, "proxy": self}
         self.scheduler = Scheduler(self, self.magics, self.upstream.run_hidden, self.services)
         self.pending: dict[str, Pending] = {}
-        self.local_requests: dict[str, Callable[[Message], None]] = {}
+        self.local_requests: dict[str, Callable[[Message], None]] = {
+            "jumper_perfdata_request": self._perfdata_request,
+        }
         self._backlog: list[tuple[str, Message]] = []
         self._exit = asyncio.Event()
         self._exit_code = 0
@@ -160,7 +164,9 @@ class Proxy:
         else:
             self._forward_request(msg, channel)
 
-    def _forward_request(self, msg: Message, channel: str, waiter: asyncio.Future[Message] | None = None) -> None:
+    def _forward_request(
+        self, msg: Message, channel: str, waiter: asyncio.Future[Message] | None = None
+    ) -> None:
         self.pending[msg.msg_id] = Pending(msg, channel, waiter)
         self.upstream.send(channel, msg)
 
@@ -222,9 +228,21 @@ class Proxy:
         self.frontend.publish(msg_type, content, parent)
 
     def reply(
-        self, msg: Message, msg_type: str, content: dict[str, Any], metadata: dict[str, Any] | None = None
+        self,
+        msg: Message,
+        msg_type: str,
+        content: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
     ) -> None:
-        self.frontend.send_new(self.frontend.shell, msg_type, content, msg.header, msg.idents, metadata)
+        self.frontend.send_new(
+            self.frontend.shell, msg_type, content, msg.header, msg.idents, metadata
+        )
+
+    def _perfdata_request(self, msg: Message) -> None:
+        """The proxy's own request: every monitored cell's record (``jumper-proxy run``)."""
+        monitor = self.services.get("monitor")
+        records = monitor.export() if monitor is not None else []
+        self.reply(msg, "jumper_perfdata_reply", {"status": "ok", "records": records})
 
     def _control_reply(self, msg: Message, msg_type: str, content: dict[str, Any]) -> None:
         parent = msg.as_parent()
@@ -279,9 +297,16 @@ class Proxy:
                     pending.waiter.set_exception(died)
                 continue
             reply_type = pending.msg.msg_type.rsplit("_", 1)[0] + "_reply"
-            content = {"status": "error", "ename": "KernelDied", "evalue": str(died), "traceback": []}
+            content = {
+                "status": "error",
+                "ename": "KernelDied",
+                "evalue": str(died),
+                "traceback": [],
+            }
             sock = self.frontend.shell if pending.channel == "shell" else self.frontend.control
-            self.frontend.send_new(sock, reply_type, content, pending.msg.header, pending.msg.idents)
+            self.frontend.send_new(
+                sock, reply_type, content, pending.msg.header, pending.msg.idents
+            )
         log.warning("%s Restarting it.", died)
         try:
             await self.upstream.restart()

@@ -31,7 +31,7 @@ class Pump:
         self._sent_on: set[zmq.Socket[Any]] = set()
 
     def watch(self, sock: zmq.Socket[Any], handler: Handler) -> None:
-        fd = sock.getsockopt(zmq.FD)
+        fd = int(sock.getsockopt(zmq.FD))
         self._watched[sock] = handler
         self._fds[sock] = fd
         self.loop.add_reader(fd, self._drain, sock)
@@ -81,7 +81,7 @@ class Pump:
             if sock not in self._watched:
                 continue
             try:
-                readable = sock.getsockopt(zmq.EVENTS) & zmq.POLLIN
+                readable = int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN
             except zmq.ZMQError:
                 continue
             if readable:

@@ -13,8 +13,8 @@ import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from hmac import compare_digest
 from dataclasses import dataclass, field
+from hmac import compare_digest
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -125,7 +125,9 @@ class Message:
         return self.header
 
 
-def parse_frames(frames: list[Any], session: Session, resign_for: Session | None = None) -> Message | None:
+def parse_frames(
+    frames: list[Any], session: Session, resign_for: Session | None = None
+) -> Message | None:
     """Verify and split raw frames; ``None`` (and a log line) for a bad or unsigned message.
 
     Only the header and parent header are decoded; content, metadata and buffers stay the
@@ -135,7 +137,8 @@ def parse_frames(frames: list[Any], session: Session, resign_for: Session | None
     in a second thread (hashing releases the GIL), so verifying and re-signing cost one pass.
     """
     try:
-        idents, msg_list = session.feed_identities(frames, copy=False)
+        idents, raw_list = session.feed_identities(frames, copy=False)
+        msg_list: list[zmq.Frame] = list(raw_list)  # type: ignore[arg-type]
         if len(msg_list) < 5:
             raise ValueError(f"a message needs at least 5 frames, got {len(msg_list)}")
         parts = msg_list[1:5]
@@ -153,7 +156,9 @@ def parse_frames(frames: list[Any], session: Session, resign_for: Session | None
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         log.warning("Dropped a message that failed verification: %s", str(exc)[:120])
         return None
-    msg = Message(idents=list(idents), frames=list(msg_list[1:]), header=header, parent_header=parent)
+    msg = Message(
+        idents=list(idents), frames=list(msg_list[1:]), header=header, parent_header=parent
+    )
     if presigned is not None:
         msg.presigned = (presigned[0], presigned[1].result())
     return msg
@@ -247,7 +252,7 @@ class Frontend:
         self.pump = pump
 
         def bind(kind: int, port: int) -> zmq.Socket[Any]:
-            sock = context.socket(kind)
+            sock: zmq.Socket[Any] = context.socket(kind)
             sock.linger = 1000
             if kind == zmq.ROUTER:
                 sock.router_handover = 1
@@ -280,9 +285,13 @@ class Frontend:
         metadata: dict[str, Any] | None = None,
     ) -> None:
         """Send a message of the proxy's own."""
-        self.pump.send(sock, new_frames(self.session, msg_type, content, parent, idents, metadata)[1])
+        self.pump.send(
+            sock, new_frames(self.session, msg_type, content, parent, idents, metadata)[1]
+        )
 
-    def publish(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None) -> None:
+    def publish(
+        self, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None
+    ) -> None:
         """Publish a message of the proxy's own on IOPub."""
         topic = [f"kernel.jumper-proxy.{msg_type}".encode()]
         self.send_new(self.iopub, msg_type, content, parent, topic)
@@ -297,7 +306,13 @@ class Frontend:
             subscription = topic.decode()
         except UnicodeDecodeError:
             return
-        self.send_new(self.iopub, "iopub_welcome", {"subscription": subscription}, None, [topic] if topic else None)
+        self.send_new(
+            self.iopub,
+            "iopub_welcome",
+            {"subscription": subscription},
+            None,
+            [topic] if topic else None,
+        )
 
     def watch(self, handlers: dict[str, Handler]) -> None:
         """Start reading: ``handlers`` maps shell/control/stdin to a handler of raw frames."""

@@ -58,7 +58,11 @@ class Port(Protocol):
     def publish(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any]) -> None: ...
 
     def reply(
-        self, msg: Message, msg_type: str, content: dict[str, Any], metadata: dict[str, Any] | None = None
+        self,
+        msg: Message,
+        msg_type: str,
+        content: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
     ) -> None: ...
 
 
@@ -193,7 +197,9 @@ class Scheduler:
             if request.started is None:
                 self.port.publish("status", {"execution_state": "busy"}, request.msg.as_parent())
             self._publish_error(request, "KernelDied", f"{died} The kernel is restarting.", [])
-            self.port.reply(request.msg, "execute_reply", _error_content("KernelDied", str(died), []))
+            self.port.reply(
+                request.msg, "execute_reply", _error_content("KernelDied", str(died), [])
+            )
             self.port.publish("status", {"execution_state": "idle"}, request.msg.as_parent())
             request.reply_status = "error"
             request.idle = True
@@ -261,7 +267,12 @@ class Scheduler:
                 request=request.content,
             )
             await magic.handler(ctx, request.cell.args, request.cell.body)
-            reply = {"status": "ok", "execution_count": count, "user_expressions": {}, "payload": []}
+            reply = {
+                "status": "ok",
+                "execution_count": count,
+                "user_expressions": {},
+                "payload": [],
+            }
         except MagicError as exc:
             reply = self._fail(request, count, exc.ename, str(exc), [])
         except HiddenExecutionError as exc:
@@ -272,7 +283,7 @@ class Scheduler:
             log.exception("Magic %%%%%s failed", magic.name)
             tb = traceback.format_exception(exc)
             reply = self._fail(request, count, "InternalError", f"%%{magic.name} failed: {exc}", tb)
-        status = reply["status"]
+        status = str(reply["status"])
         self.port.reply(request.msg, "execute_reply", reply, {"status": status})
         self.port.publish("status", {"execution_state": "idle"}, parent)
         self.running = None
@@ -282,7 +293,9 @@ class Scheduler:
             self._settled.set()
         self.pump()
 
-    def _fail(self, request: Request, count: int, ename: str, evalue: str, tb: list[str]) -> dict[str, Any]:
+    def _fail(
+        self, request: Request, count: int, ename: str, evalue: str, tb: list[str]
+    ) -> dict[str, Any]:
         self._publish_error(request, ename, evalue, tb)
         content = _error_content(ename, evalue, tb)
         content["execution_count"] = count
@@ -301,4 +314,3 @@ def _error_content(ename: str, evalue: str, tb: list[str]) -> dict[str, Any]:
 
 
 __all__ = ["CellObserver", "Port", "Request", "Scheduler"]
-

@@ -21,7 +21,7 @@ import os
 import signal
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-class _InterpreterSpecs(KernelSpecManager):  # type: ignore[misc]
+class _InterpreterSpecs(KernelSpecManager):
     """A kernelspec source with one entry: ipykernel in a given Python interpreter."""
 
     python = ""
@@ -68,10 +68,7 @@ class _InterpreterSpecs(KernelSpecManager):  # type: ignore[misc]
 
 
 def _make_manager(spec: UpstreamSpec, transport: str, runtime_dir: str) -> AsyncKernelManager:
-    if transport == "ipc":
-        ip = os.path.join(runtime_dir, "upstream")
-    else:
-        ip = "127.0.0.1"
+    ip = os.path.join(runtime_dir, "upstream") if transport == "ipc" else "127.0.0.1"
     kwargs: dict[str, Any] = {"transport": transport, "ip": ip}
     kwargs["connection_file"] = os.path.join(runtime_dir, "upstream-connection.json")
     if spec.python is not None:
@@ -101,7 +98,7 @@ class UpstreamSockets:
         return (self.shell, self.control, self.stdin, self.iopub, self.hidden)
 
 
-def _url(info: dict[str, Any], channel: str) -> str:
+def _url(info: Mapping[str, Any], channel: str) -> str:
     port = info[f"{channel}_port"]
     if info["transport"] == "ipc":
         return f"ipc://{info['ip']}-{port}"
@@ -179,7 +176,7 @@ class Upstream:
         ctx = self.context
 
         def dealer(channel: str, identity: bytes) -> zmq.Socket[Any]:
-            sock = ctx.socket(zmq.DEALER)
+            sock: zmq.Socket[Any] = ctx.socket(zmq.DEALER)
             sock.linger = 0
             sock.sndhwm = 0  # never drop a request on its way to the kernel
             sock.setsockopt(zmq.IDENTITY, identity)
@@ -280,18 +277,31 @@ class Upstream:
             self._hidden_waiters[msg_id] = reply
             attempt = min(1.0, max(0.01, deadline - loop.time()))
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.gather(asyncio.shield(reply), self._iopub_seen.wait()), attempt)
+                await asyncio.wait_for(
+                    asyncio.gather(asyncio.shield(reply), self._iopub_seen.wait()), attempt
+                )
             self._hidden_waiters.pop(msg_id, None)
-            if reply.done() and not reply.cancelled() and reply.exception() is None and self._iopub_seen.is_set():
+            if (
+                reply.done()
+                and not reply.cancelled()
+                and reply.exception() is None
+                and self._iopub_seen.is_set()
+            ):
                 return
             if reply.done() and not reply.cancelled() and reply.exception() is not None:
                 raise UpstreamError(f"{self.spec.describe()} exited during start-up")
             if self._manager is None or not await self._manager.is_alive():
-                proc = getattr(self._manager.provisioner, "process", None) if self._manager else None
+                proc = (
+                    getattr(self._manager.provisioner, "process", None) if self._manager else None
+                )
                 code = proc.poll() if proc is not None else None
-                raise UpstreamError(f"{self.spec.describe()} exited during start-up (exit code {code})")
+                raise UpstreamError(
+                    f"{self.spec.describe()} exited during start-up (exit code {code})"
+                )
             if loop.time() >= deadline:
-                raise UpstreamError(f"{self.spec.describe()} did not answer within {STARTUP_TIMEOUT:.0f} s")
+                raise UpstreamError(
+                    f"{self.spec.describe()} did not answer within {STARTUP_TIMEOUT:.0f} s"
+                )
 
     def expect_exit(self) -> None:
         """The upstream was asked to shut down: its exit is not a death."""
@@ -355,7 +365,9 @@ class Upstream:
         if fut is not None and not fut.done():
             fut.set_result(msg)
 
-    async def run_hidden(self, code: str, expressions: dict[str, str] | None = None) -> dict[str, Any]:
+    async def run_hidden(
+        self, code: str, expressions: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """Run ``code`` silently in the user's namespace and evaluate ``expressions`` there.
 
         Nothing is shown to the user, nothing enters the history, the execution count does not
@@ -393,7 +405,9 @@ class Upstream:
             try:
                 results[name] = ast.literal_eval(text)
             except (ValueError, SyntaxError) as exc:
-                raise HiddenExecutionError("ValueError", f"{name} is not a literal: {text[:200]}") from exc
+                raise HiddenExecutionError(
+                    "ValueError", f"{name} is not a literal: {text[:200]}"
+                ) from exc
         return results
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -34,7 +35,9 @@ def shell_reply(kc: BlockingKernelClient, msg_id: str, timeout: float = 30) -> d
             return msg
 
 
-def run(kc: BlockingKernelClient, code: str, timeout: float = 30, **kw: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def run(
+    kc: BlockingKernelClient, code: str, timeout: float = 30, **kw: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Execute ``code``; its execute_reply and its IOPub messages."""
     msg_id = kc.execute(code, **kw)
     reply = shell_reply(kc, msg_id, timeout)
@@ -43,7 +46,9 @@ def run(kc: BlockingKernelClient, code: str, timeout: float = 30, **kw: Any) -> 
 
 def stdout(messages: list[dict[str, Any]]) -> str:
     return "".join(
-        m["content"]["text"] for m in messages if m["msg_type"] == "stream" and m["content"]["name"] == "stdout"
+        m["content"]["text"]
+        for m in messages
+        if m["msg_type"] == "stream" and m["content"]["name"] == "stdout"
     )
 
 
@@ -59,9 +64,7 @@ def wait_gone(pids: list[int], timeout: float = 15) -> list[int]:
     """Wait until none of ``pids`` runs; the ones still alive at the deadline."""
     procs = []
     for pid in pids:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             procs.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(procs, timeout=timeout)
     return [p.pid for p in alive if p.status() != psutil.STATUS_ZOMBIE]

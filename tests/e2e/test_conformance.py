@@ -10,7 +10,6 @@ import unittest
 
 import jupyter_kernel_test as jkt
 import pytest
-
 from conftest import PROXY_KERNEL
 
 pytestmark = pytest.mark.e2e
@@ -32,8 +31,14 @@ class _PythonSamples:
         {"code": "[n*n for n in range(1, 4)]", "result": "[1, 4, 9]"},
     ]
     code_display_data = [
-        {"code": "from IPython.display import HTML, display; display(HTML('<b>test</b>'))", "mime": "text/html"},
-        {"code": "from IPython.display import Math, display; display(Math('\\\\frac{1}{2}'))", "mime": "text/latex"},
+        {
+            "code": "from IPython.display import HTML, display; display(HTML('<b>test</b>'))",
+            "mime": "text/html",
+        },
+        {
+            "code": "from IPython.display import Math, display; display(Math('\\\\frac{1}{2}'))",
+            "mime": "text/latex",
+        },
     ]
     code_history_pattern = "1?2*"
     supported_history_operations = ("tail", "search")
@@ -57,7 +62,6 @@ class TestPlainIopubWelcome(jkt.IopubWelcomeTests):
 class TestProxyIopubWelcome(jkt.IopubWelcomeTests):
     kernel_name = PROXY_KERNEL
     support_iopub_welcome = True
-
 
 
 if __name__ == "__main__":

@@ -9,11 +9,18 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
+from conftest import PROXY_KERNEL
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
-
-from conftest import PROXY_KERNEL
-from kernel_helpers import collect, proxy_process, run, shell_reply, stdout, upstream_processes, wait_gone
+from kernel_helpers import (
+    collect,
+    proxy_process,
+    run,
+    shell_reply,
+    stdout,
+    upstream_processes,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +49,9 @@ def test_kernel_info_is_answered_while_the_upstream_boots() -> None:
         km.shutdown_kernel(now=True)
 
 
-def test_os_exit_gives_an_error_reply_and_the_next_cell_works(kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
+def test_os_exit_gives_an_error_reply_and_the_next_cell_works(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
     km, kc = kernel
     run(kc, "x = 1")
     old = [p.pid for p in upstream_processes(km)]
@@ -69,7 +78,9 @@ def test_a_signal_death_is_named(kernel: tuple[KernelManager, BlockingKernelClie
     assert run(kc, "1", timeout=60)[0]["content"]["status"] == "ok"
 
 
-def test_shutdown_leaves_no_upstream_process(kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
+def test_shutdown_leaves_no_upstream_process(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
     km, kc = kernel
     proxy = proxy_process(km)
     children = [p.pid for p in upstream_processes(km)]
@@ -81,7 +92,9 @@ def test_shutdown_leaves_no_upstream_process(kernel: tuple[KernelManager, Blocki
     assert wait_gone(children) == []
 
 
-def test_a_sigkilled_proxy_leaves_no_upstream_process(kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
+def test_a_sigkilled_proxy_leaves_no_upstream_process(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
     km, kc = kernel
     children = [p.pid for p in upstream_processes(km)]
     assert children
@@ -89,7 +102,9 @@ def test_a_sigkilled_proxy_leaves_no_upstream_process(kernel: tuple[KernelManage
     assert wait_gone(children, timeout=10) == []
 
 
-def test_restart_gives_a_fresh_working_kernel(kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
+def test_restart_gives_a_fresh_working_kernel(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
     km, kc = kernel
     run(kc, "y = 2")
     old_children = [p.pid for p in upstream_processes(km)]
@@ -100,7 +115,9 @@ def test_restart_gives_a_fresh_working_kernel(kernel: tuple[KernelManager, Block
     assert stdout(msgs).strip() == "False"
 
 
-def test_sigint_to_the_proxy_interrupts_the_cell(kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
+def test_sigint_to_the_proxy_interrupts_the_cell(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
     km, kc = kernel
     msg_id = kc.execute("import time\nfor _ in range(600): time.sleep(0.1)")
     deadline = time.monotonic() + 10

@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 import zmq
+from conftest import PROXY_KERNEL
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
 from jupyter_client.session import Session
-
-from conftest import PROXY_KERNEL
 from kernel_helpers import collect, proxy_process, run, shell_reply, stdout
 
 pytestmark = pytest.mark.e2e

@@ -1,0 +1,38 @@
+# jumper-proxy: set-up, demo, tests and benchmarks. Everything runs from a virtual environment
+# under the checkout (.venv), created on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck check bench bench-peers clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/jumper-proxy run examples/demo.ipynb -o examples/demo.out.ipynb
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check jumper_proxy tests benchmarks
+	$(BIN)/ruff format --check jumper_proxy tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+bench: $(STAMP)
+	cd benchmarks && ../$(BIN)/python bench_relay.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info examples/demo.out.ipynb benchmarks/results
