@@ -142,7 +142,7 @@ def test_running_the_kernel_builds_its_config(
             connection_file=connection,
             upstream=UpstreamSpec(kernel_name="python3"),
             debug=True,
-            upstream_transport="tcp",
+            upstream_transport="ipc",
         )
     ]
 
