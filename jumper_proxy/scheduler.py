@@ -14,6 +14,7 @@ import logging
 import time
 import traceback
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -117,8 +118,8 @@ class Scheduler:
         self.inflight: dict[str, Request] = {}
         self.running: Request | None = None
         self._task: asyncio.Task[None] | None = None
-        self._settled = asyncio.Event()
-        self._settled.set()
+        self._barriers: deque[Callable[[], Awaitable[None]]] = deque()
+        self._barrier: asyncio.Task[None] | None = None
 
     # ---- intake --------------------------------------------------------------------------
 
@@ -132,14 +133,29 @@ class Scheduler:
     def is_magic(self, request: Request) -> bool:
         return request.cell.magic in self.magics
 
+    def add_barrier(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` once every cell submitted so far has finished, before any later one.
+
+        For the proxy's own housekeeping on the upstream (e.g. re-reading settings a cell
+        changed); an exception in ``work`` is logged, never shown.
+        """
+        self._barriers.append(work)
+        self.pump()
+
     def pump(self) -> None:
         """Move queued requests on as far as ordering allows."""
+        if self._barrier is not None or self.running is not None:
+            return
+        if self._barriers:
+            if not self.inflight:
+                work = self._barriers.popleft()
+                self._barrier = asyncio.get_running_loop().create_task(self._run_barrier(work))
+            return
         while self.queue and self.running is None:
             head = self.queue[0]
             if not self.is_magic(head):
                 self.queue.popleft()
                 self.inflight[head.msg_id] = head
-                self._settled.clear()
                 self.port.forward_execute(head.msg)
                 continue
             if self.inflight:
@@ -148,6 +164,15 @@ class Scheduler:
             self.running = head
             self._task = asyncio.get_running_loop().create_task(self._run_magic(head))
             return
+
+    async def _run_barrier(self, work: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await work()
+        except Exception:
+            log.exception("Housekeeping on the kernel failed")
+        finally:
+            self._barrier = None
+            self.pump()
 
     # ---- events from the upstream ---------------------------------------------------------
 
@@ -186,8 +211,6 @@ class Scheduler:
         del self.inflight[request.msg_id]
         for observer in self.observers:
             observer.cell_finished(request)
-        if not self.inflight and self.running is None:
-            self._settled.set()
         self.pump()
 
     def on_upstream_died(self, exit_code: int | None) -> None:
@@ -215,12 +238,6 @@ class Scheduler:
         """Tell a running magic that the user interrupted it."""
         if self.running is not None:
             self.running.interrupted.set()
-
-    async def settled(self) -> None:
-        """Wait until nothing is running or queued."""
-        while self.queue or self.inflight or self.running:
-            self._settled.clear()
-            await self._settled.wait()
 
     # ---- cells the proxy answers --------------------------------------------------------
 
@@ -266,6 +283,10 @@ class Scheduler:
                 services=self.services,
                 request=request.content,
             )
+            if magic.measured:
+                request.started = time.time()
+                for observer in self.observers:
+                    observer.cell_started(request)
             await magic.handler(ctx, request.cell.args, request.cell.body)
             reply = {
                 "status": "ok",
@@ -284,13 +305,15 @@ class Scheduler:
             tb = traceback.format_exception(exc)
             reply = self._fail(request, count, "InternalError", f"%%{magic.name} failed: {exc}", tb)
         status = str(reply["status"])
+        if magic.measured and request.started is not None:
+            request.reply_status = status
+            for observer in self.observers:
+                observer.cell_finished(request)
         self.port.reply(request.msg, "execute_reply", reply, {"status": status})
         self.port.publish("status", {"execution_state": "idle"}, parent)
         self.running = None
         if status == "error" and request.stop_on_error:
             self._abort_queued()
-        if not self.inflight:
-            self._settled.set()
         self.pump()
 
     def _fail(

@@ -59,6 +59,8 @@ class Magic:
     handler: Handler
     help: str
     usage: str = ""
+    #: the cell does the user's work (e.g. a Score-P run): the monitor records it
+    measured: bool = False
 
 
 class MagicTable:
