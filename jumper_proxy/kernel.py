@@ -21,7 +21,7 @@ import zmq
 from jumper_proxy import __version__
 from jumper_proxy.config import ProxyConfig
 from jumper_proxy.errors import JumperError, UpstreamDied
-from jumper_proxy.magics import build_table
+from jumper_proxy.magics import build_table, complete_magic, inspect_magic
 from jumper_proxy.pump import Handler, Pump
 from jumper_proxy.relay import Frontend, Message, parse_frames, read_connection_file
 from jumper_proxy.scheduler import Scheduler
@@ -37,6 +37,8 @@ class Pending:
     msg: Message
     channel: str
     waiter: asyncio.Future[Message] | None = None
+    #: changes the reply before it goes to the frontend
+    amend: Callable[[Message], None] | None = None
 
 
 class Proxy:
@@ -161,13 +163,58 @@ class Proxy:
             self.scheduler.submit(msg)
         elif channel == "shell" and kind in self.local_requests:
             self.local_requests[kind](msg)
+        elif kind == "complete_request":
+            self._complete(msg)
+        elif kind == "inspect_request" and self._inspect(msg):
+            return
         else:
             self._forward_request(msg, channel)
 
+    def _complete(self, msg: Message) -> None:
+        """Completion by the upstream, with the proxy's magics added where they fit."""
+        content = msg.content()
+        ours = complete_magic(
+            self.magics, str(content.get("code", "")), int(content.get("cursor_pos", 0))
+        )
+        if ours is None:
+            self._forward_request(msg, "shell")
+            return
+        matches, start = ours
+
+        def add_ours(reply: Message) -> None:
+            answer = dict(reply.content())
+            if answer.get("status") == "ok" and answer.get("cursor_start") == start:
+                matches.extend(m for m in answer.get("matches", []) if m not in matches)
+            answer.update(matches=matches, cursor_start=start, status="ok")
+            answer.setdefault("cursor_end", int(content.get("cursor_pos", 0)))
+            answer.setdefault("metadata", {})
+            reply.set_content(answer, self.session)
+
+        self._forward_request(msg, "shell", amend=add_ours)
+
+    def _inspect(self, msg: Message) -> bool:
+        """Answer an inspection of one of the proxy's magics; False if it is not one."""
+        content = msg.content()
+        text = inspect_magic(
+            self.magics, str(content.get("code", "")), int(content.get("cursor_pos", 0))
+        )
+        if text is None:
+            return False
+        parent = msg.as_parent()
+        self.publish("status", {"execution_state": "busy"}, parent)
+        answer = {"status": "ok", "found": True, "data": {"text/plain": text}, "metadata": {}}
+        self.reply(msg, "inspect_reply", answer)
+        self.publish("status", {"execution_state": "idle"}, parent)
+        return True
+
     def _forward_request(
-        self, msg: Message, channel: str, waiter: asyncio.Future[Message] | None = None
+        self,
+        msg: Message,
+        channel: str,
+        waiter: asyncio.Future[Message] | None = None,
+        amend: Callable[[Message], None] | None = None,
     ) -> None:
-        self.pending[msg.msg_id] = Pending(msg, channel, waiter)
+        self.pending[msg.msg_id] = Pending(msg, channel, waiter, amend)
         self.upstream.send(channel, msg)
 
     def forward_execute(self, msg: Message) -> None:
@@ -193,6 +240,8 @@ class Proxy:
             return
         if msg.msg_type == "kernel_info_reply":
             self._rewrite_kernel_info(msg)
+        elif pending is not None and pending.amend is not None:
+            pending.amend(msg)
         self.frontend.send(sock, msg)
 
     def _rewrite_kernel_info(self, msg: Message) -> None:

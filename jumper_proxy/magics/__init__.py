@@ -97,6 +97,44 @@ def help_text(table: MagicTable) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _magic_word(code: str, cursor_pos: int) -> tuple[str, int] | None:
+    """The ``%%word`` the cursor is in or just after, on the cell's first line, and its start."""
+    first_line_end = code.find("\n")
+    if first_line_end != -1 and cursor_pos > first_line_end:
+        return None
+    line = code[:cursor_pos]
+    stripped = line.lstrip()
+    if not stripped.startswith("%%") or " " in stripped:
+        return None
+    start = len(line) - len(stripped)
+    end = first_line_end if first_line_end != -1 else len(code)
+    word = code[start:end].split(" ", 1)[0]
+    return word[2:], start
+
+
+def complete_magic(table: MagicTable, code: str, cursor_pos: int) -> tuple[list[str], int] | None:
+    """Completions of a proxy magic name at the cursor: ``(matches, cursor_start)``."""
+    found = _magic_word(code, cursor_pos)
+    if found is None:
+        return None
+    _, start = found
+    prefix = code[start + 2 : cursor_pos]
+    matches = [f"%%{name}" for name in table.names() if name.startswith(prefix)]
+    return (matches, start) if matches else None
+
+
+def inspect_magic(table: MagicTable, code: str, cursor_pos: int) -> str | None:
+    """The help of the proxy magic named on the cell's first line, if the cursor is there."""
+    first = code.split("\n", 1)[0]
+    stripped = first.strip()
+    if cursor_pos > len(first) or not stripped.startswith("%%"):
+        return None
+    magic = table.get(stripped[2:].split(" ", 1)[0])
+    if magic is None:
+        return None
+    return f"%%{magic.name} {magic.usage}".rstrip() + f"\n\n{magic.help}\n"
+
+
 def build_table() -> MagicTable:
     """The table of every magic the proxy knows."""
     table = MagicTable()

@@ -230,3 +230,23 @@ def _wait_busy(kc: BlockingKernelClient, msg_id: str) -> None:
             time.sleep(0.2)
             return
     pytest.fail("cell never started")
+
+
+def test_completion_knows_the_proxy_magics_and_ipythons(kc: BlockingKernelClient) -> None:
+    msg_id = kc.complete("%%", 2)
+    matches = shell_reply(kc, msg_id)["content"]["matches"]
+    assert "%%jumper_help" in matches
+    assert "%%time" in matches  # the upstream's own completions are kept
+    msg_id = kc.complete("%%jumper_h", 10)
+    content = shell_reply(kc, msg_id)["content"]
+    assert content["matches"] == ["%%jumper_help"]
+    assert content["cursor_start"] == 0
+
+
+def test_inspection_of_a_proxy_magic(kc: BlockingKernelClient) -> None:
+    msg_id = kc.inspect("%%jumper_help", 4)
+    content = shell_reply(kc, msg_id)["content"]
+    assert content["found"] is True
+    assert "list the proxy's magics" in content["data"]["text/plain"]
+    msg_id = kc.inspect("len", 3)
+    assert shell_reply(kc, msg_id)["content"]["found"] is True  # ordinary names go upstream
