@@ -7,6 +7,11 @@ one of these, with a message a user can act on.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
 
 class JumperError(Exception):
     """Base of every error raised by jumper-proxy."""
@@ -58,6 +63,46 @@ class MonitorError(JumperError):
 
 class ChildError(JumperError):
     """A Score-P child interpreter failed (exception, signal, missing scorep)."""
+
+
+class ScorepNotFound(ChildError):
+    """The ``scorep`` module (the Score-P Python bindings) is not importable by the kernel's
+    Python; the message says how to install it."""
+
+
+class HandoverError(ChildError):
+    """The notebook's state could not be handed to a Score-P child or brought back from it.
+
+    The kernel's state is unchanged.
+    """
+
+
+class ChildFailed(ChildError):
+    """A Score-P cell failed in the child: an exception of the cell (``ename``, ``evalue`` and
+    the ``traceback`` of the user's code, as an error output shows them), or a crash.
+
+    The kernel's state is unchanged. ``experiment_dir`` is where Score-P wrote, if anywhere.
+    """
+
+    def __init__(
+        self,
+        ename: str,
+        evalue: str,
+        traceback: list[str] | None = None,
+        *,
+        returncode: int | None = None,
+        experiment_dir: Path | None = None,
+    ) -> None:
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = traceback or []
+        self.returncode = returncode
+        self.experiment_dir = experiment_dir
+        super().__init__(f"{ename}: {evalue}" if evalue else ename)
+
+
+class ChildInterrupted(ChildFailed):
+    """A Score-P cell was interrupted; its child was stopped and nothing was carried back."""
 
 
 def describe_exit(exit_code: int | None) -> str:

@@ -22,6 +22,13 @@ from jumper_proxy import __version__
 from jumper_proxy.config import ProxyConfig
 from jumper_proxy.errors import JumperError, UpstreamDied
 from jumper_proxy.magics import build_table, complete_magic, inspect_magic
+from jumper_proxy.monitor.gpu import open_gpu_probe
+from jumper_proxy.monitor.service import (
+    FREQUENCY_VAR,
+    REPORTS_MIN_VAR,
+    Monitor,
+    settings_from_env,
+)
 from jumper_proxy.pump import Handler, Pump
 from jumper_proxy.relay import Frontend, Message, parse_frames, read_connection_file
 from jumper_proxy.scheduler import Scheduler
@@ -67,8 +74,11 @@ class Proxy:
             resign_for=self.session,
         )
         self.magics = build_table()
-        self.services: dict[str, Any] = {"upstream": self.upstream, "proxy": self}
+        self.monitor = Monitor(lambda: self.upstream.pid, self.publish, open_gpu_probe())
+        self.services: dict[str, Any] = {"upstream": self.upstream, "monitor": self.monitor}
         self.scheduler = Scheduler(self, self.magics, self.upstream.run_hidden, self.services)
+        self.scheduler.observers.append(self.monitor)
+        self.monitor.on_settings_touched = lambda: self.scheduler.add_barrier(self._read_settings)
         self.pending: dict[str, Pending] = {}
         self.local_requests: dict[str, Callable[[Message], None]] = {
             "jumper_perfdata_request": self._perfdata_request,
@@ -98,6 +108,7 @@ class Proxy:
         for task in list(self._background):
             task.cancel()
         await self.upstream.shutdown(now=True)
+        self.monitor.close()
         self.frontend.close()
         self.context.destroy(linger=0)
         return self._exit_code
@@ -289,9 +300,21 @@ class Proxy:
 
     def _perfdata_request(self, msg: Message) -> None:
         """The proxy's own request: every monitored cell's record (``jumper-proxy run``)."""
-        monitor = self.services.get("monitor")
-        records = monitor.export() if monitor is not None else []
-        self.reply(msg, "jumper_perfdata_reply", {"status": "ok", "records": records})
+
+        async def answer() -> None:
+            await self.monitor.drain()
+            content = {"status": "ok", "records": self.monitor.export()}
+            self.reply(msg, "jumper_perfdata_reply", content)
+
+        self._spawn(answer())
+
+    async def _read_settings(self) -> None:
+        """Re-read the monitor's settings from the kernel after a cell that may set them."""
+        getenv = "__import__('os').environ.get({!r})"
+        values = await self.upstream.run_hidden(
+            "", {name: getenv.format(name) for name in (FREQUENCY_VAR, REPORTS_MIN_VAR)}
+        )
+        self.monitor.settings = settings_from_env(values, self.monitor.settings)
 
     def _control_reply(self, msg: Message, msg_type: str, content: dict[str, Any]) -> None:
         parent = msg.as_parent()

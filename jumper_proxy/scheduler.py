@@ -155,7 +155,10 @@ class Scheduler:
             head = self.queue[0]
             if not self.is_magic(head):
                 self.queue.popleft()
+                idle = not self.inflight
                 self.inflight[head.msg_id] = head
+                if idle:  # it starts the moment the upstream reads it: sample from now on
+                    self._started(head)
                 self.port.forward_execute(head.msg)
                 continue
             if self.inflight:
@@ -180,13 +183,17 @@ class Scheduler:
         request = self.inflight.get(parent_id or "")
         if request is None:
             return
-        if state == "busy" and request.started is None:
-            request.started = time.time()
-            for observer in self.observers:
-                observer.cell_started(request)
+        if state == "busy":
+            self._started(request)
         elif state == "idle":
             request.idle = True
             self._maybe_done(request)
+
+    def _started(self, request: Request) -> None:
+        if request.started is None:
+            request.started = time.time()
+            for observer in self.observers:
+                observer.cell_started(request)
 
     def on_reply(self, msg: Message) -> None:
         request = self.inflight.get(msg.parent_msg_id or "")
@@ -211,6 +218,8 @@ class Scheduler:
         del self.inflight[request.msg_id]
         for observer in self.observers:
             observer.cell_finished(request)
+        if self.inflight:  # the upstream goes on with the next cell it holds
+            self._started(next(iter(self.inflight.values())))
         self.pump()
 
     def on_upstream_died(self, exit_code: int | None) -> None:

@@ -1,0 +1,228 @@
+"""The monitor as the proxy runs it: one sampler per cell, from the upstream's busy to idle,
+over the kernel's process tree (and any Score-P child beside it), records kept in the store,
+and the optional live view.
+
+Sampler threads are started and stopped on one worker thread, never in the event loop, so a
+cell's last sample never delays the relay; records are added in the order cells ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+from jumper_proxy.monitor.gpu import GpuProbe
+from jumper_proxy.monitor.sampler import MAX_FREQUENCY_HZ, Sampler
+from jumper_proxy.monitor.store import CellRecord, PerfStore, finish_record
+from jumper_proxy.plots import live_bundle
+from jumper_proxy.scheduler import Request
+
+log = logging.getLogger(__name__)
+
+FREQUENCY_VAR = "JUMPER_REPORT_FREQUENCY"
+REPORTS_MIN_VAR = "JUMPER_REPORTS_MIN"
+#: a cell running longer than this gets a live display (when the live view is on)
+LIVE_AFTER_S = 2.0
+LIVE_EVERY_S = 1.0
+
+Publish = Callable[[str, dict[str, Any], dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """``JUMPER_REPORT_FREQUENCY`` (samples per second) and ``JUMPER_REPORTS_MIN``."""
+
+    frequency_hz: float = 2.0
+    reports_min: int = 2
+    live: bool = False
+
+
+def settings_from_env(env: Mapping[str, str | None], current: MonitorSettings) -> MonitorSettings:
+    """New settings from environment values; a bad value keeps the current one (logged)."""
+    settings = current
+    raw = env.get(FREQUENCY_VAR)
+    if raw is not None:
+        try:
+            value = float(raw)
+            if not (0 < value <= MAX_FREQUENCY_HZ) or math.isnan(value):
+                raise ValueError(raw)
+            settings = replace(settings, frequency_hz=value)
+        except ValueError:
+            log.warning(
+                "Ignoring %s=%r: expected samples per second in (0, %g]",
+                FREQUENCY_VAR,
+                raw,
+                MAX_FREQUENCY_HZ,
+            )
+    raw = env.get(REPORTS_MIN_VAR)
+    if raw is not None:
+        try:
+            count = int(raw)
+            if count < 0:
+                raise ValueError(raw)
+            settings = replace(settings, reports_min=count)
+        except ValueError:
+            log.warning("Ignoring %s=%r: expected a whole number >= 0", REPORTS_MIN_VAR, raw)
+    return settings
+
+
+@dataclass
+class _Running:
+    request: Request
+    started: Future[Sampler]
+    start_wall: float
+    start_mono: float
+    live_id: str | None = None
+    live_timer: asyncio.TimerHandle | None = None
+    index: int = -1
+
+
+@dataclass
+class _Finishing:
+    running: _Running
+    end_wall: float
+    end_mono: float
+    samples: Future[dict[str, list[Any]]]
+
+
+class Monitor:
+    """Records every monitored cell; the scheduler's cell observer."""
+
+    def __init__(
+        self,
+        kernel_pid: Callable[[], int | None],
+        publish: Publish,
+        gpu: GpuProbe | None = None,
+        settings: MonitorSettings | None = None,
+        store: PerfStore | None = None,
+    ) -> None:
+        self.kernel_pid = kernel_pid
+        self.publish = publish
+        self.gpu = gpu
+        self.settings = settings or settings_from_env(os.environ, MonitorSettings())
+        self.store = store or PerfStore()
+        self.extra_roots: set[int] = set()
+        self._running: dict[str, _Running] = {}
+        self._finishing: deque[_Finishing] = deque()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jumper-monitor")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: called with each cell whose code may have changed the settings
+        self.on_settings_touched: Callable[[], None] | None = None
+
+    def roots(self) -> list[int]:
+        pid = self.kernel_pid()
+        return ([pid] if pid is not None else []) + sorted(self.extra_roots)
+
+    # ---- the scheduler's observer --------------------------------------------------------
+
+    def cell_started(self, request: Request) -> None:
+        if request.content.get("silent"):
+            return  # a frontend's silent housekeeping is not a cell of the user's
+        self._loop = asyncio.get_running_loop()
+        settings = self.settings
+        started = self._worker.submit(self._start_sampler, settings.frequency_hz)
+        running = _Running(request, started, time.time(), time.monotonic())
+        self._running[request.msg_id] = running
+        if settings.live:
+            running.live_timer = self._loop.call_later(LIVE_AFTER_S, self._live, running)
+
+    def _start_sampler(self, frequency_hz: float) -> Sampler:
+        sampler = Sampler(self.roots, frequency_hz, self.gpu)
+        sampler.start()
+        return sampler
+
+    def cell_finished(self, request: Request) -> None:
+        running = self._running.pop(request.msg_id, None)
+        if running is None:
+            return
+        if running.live_timer is not None:
+            running.live_timer.cancel()
+        samples = self._worker.submit(lambda: running.started.result().stop())
+        finishing = _Finishing(running, time.time(), time.monotonic(), samples)
+        self._finishing.append(finishing)
+        loop = self._loop or asyncio.get_running_loop()
+        finishing.samples.add_done_callback(lambda _: loop.call_soon_threadsafe(self._flush))
+        if "JUMPER_" in request.cell.code and self.on_settings_touched is not None:
+            self.on_settings_touched()
+
+    def _flush(self) -> None:
+        """Store the records of finished cells, in the order the cells ran."""
+        while self._finishing and self._finishing[0].samples.done():
+            done = self._finishing.popleft()
+            try:
+                samples = done.samples.result()
+            except Exception:
+                log.exception("Sampling a cell failed; it is recorded without samples")
+                samples = {}
+            record = self._record(done, samples)
+            self.store.add(record)
+            if done.running.live_id is not None:
+                self._publish_live(done.running, record)
+
+    def _record(self, done: _Finishing, samples: dict[str, list[Any]]) -> CellRecord:
+        running = done.running
+        return finish_record(
+            index=self.store.next_index,
+            code=running.request.cell.code,
+            start=running.start_wall,
+            end=done.end_wall,
+            duration=done.end_mono - running.start_mono,
+            status=running.request.reply_status or "ok",
+            samples=samples,
+            reports_min=self.settings.reports_min,
+        )
+
+    async def drain(self) -> None:
+        """Wait until every finished cell's record is in the store."""
+        while self._finishing:
+            await asyncio.wrap_future(self._finishing[-1].samples)
+            await asyncio.sleep(0)
+            self._flush()
+
+    # ---- live view -----------------------------------------------------------------------
+
+    def _live(self, running: _Running) -> None:
+        if running.request.msg_id not in self._running:
+            return
+        first = running.live_id is None
+        if first:
+            running.live_id = f"jumper-live-{running.request.msg_id}"
+        sampler = running.started.result() if running.started.done() else None
+        snapshot = sampler.snapshot() if sampler is not None else None
+        bundle = live_bundle(self.store.next_index, time.monotonic() - running.start_mono, snapshot)
+        self._send_live(running, bundle, update=not first)
+        assert self._loop is not None
+        running.live_timer = self._loop.call_later(LIVE_EVERY_S, self._live, running)
+
+    def _publish_live(self, running: _Running, record: CellRecord) -> None:
+        last = {name: values[-1] for name, values in record.samples.items() if values}
+        self._send_live(
+            running, live_bundle(record.index, record.duration, last or None), update=True
+        )
+
+    def _send_live(self, running: _Running, bundle: dict[str, Any], update: bool) -> None:
+        content = {"data": bundle, "metadata": {}, "transient": {"display_id": running.live_id}}
+        kind = "update_display_data" if update else "display_data"
+        self.publish(kind, content, running.request.msg.as_parent())
+
+    # ---- the proxy's other parts ---------------------------------------------------------
+
+    def export(self) -> list[dict[str, Any]]:
+        return [record.to_dict() for record in self.store.records()]
+
+    def close(self) -> None:
+        for running in self._running.values():
+            if running.started.done() and running.started.exception() is None:
+                running.started.result().stop()
+        self._running.clear()
+        self._worker.shutdown(wait=True)
+        if self.gpu is not None:
+            self.gpu.close()
