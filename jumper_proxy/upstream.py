@@ -18,11 +18,13 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -50,6 +52,27 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+RUNTIME_PREFIX = "jumper-proxy-"
+
+
+def _remove_stale_runtime_dirs() -> None:
+    """Remove the private directories of proxies of this user that died without cleaning up.
+
+    A directory is named after the proxy's pid; it is stale when that pid no longer runs.
+    """
+    base = Path(tempfile.gettempdir())
+    for path in base.glob(f"{RUNTIME_PREFIX}*-*"):
+        pid_text = path.name[len(RUNTIME_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid_text.isdigit() or path.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
 
 
 class _InterpreterSpecs(KernelSpecManager):
@@ -135,7 +158,8 @@ class Upstream:
         self.ready = asyncio.Event()
         self.sockets: UpstreamSockets | None = None
         self.session: Session | None = None
-        self._runtime_dir = tempfile.mkdtemp(prefix="jumper-proxy-")  # mode 0700
+        _remove_stale_runtime_dirs()
+        self._runtime_dir = tempfile.mkdtemp(prefix=f"{RUNTIME_PREFIX}{os.getpid()}-")  # 0700
         self._manager: AsyncKernelManager | None = None
         self._pidfd: int | None = None
         self._stopping = False
@@ -317,8 +341,7 @@ class Upstream:
         self._stopping = True
         self.ready.clear()
         await self._teardown(kill=now)
-        with contextlib.suppress(OSError):
-            os.rmdir(self._runtime_dir)
+        shutil.rmtree(self._runtime_dir, ignore_errors=True)
 
     async def _teardown(self, *, kill: bool) -> None:
         self._unwatch_process()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -90,6 +92,7 @@ def test_shutdown_leaves_no_upstream_process(
     assert time.monotonic() - started < 5, "the proxy did not exit by itself"
     assert not proxy.is_running() or proxy.status() == psutil.STATUS_ZOMBIE
     assert wait_gone(children) == []
+    assert _runtime_dirs(proxy.pid) == []  # the private connection files are gone too
 
 
 def test_a_sigkilled_proxy_leaves_no_upstream_process(
@@ -98,8 +101,18 @@ def test_a_sigkilled_proxy_leaves_no_upstream_process(
     km, kc = kernel
     children = [p.pid for p in upstream_processes(km)]
     assert children
-    os.kill(proxy_process(km).pid, signal.SIGKILL)
+    proxy_pid = proxy_process(km).pid
+    os.kill(proxy_pid, signal.SIGKILL)
     assert wait_gone(children, timeout=10) == []
+    assert _runtime_dirs(proxy_pid)  # nobody could clean up, until the next proxy starts:
+    km2, kc2 = start_new_kernel(kernel_name=PROXY_KERNEL, startup_timeout=60)
+    kc2.stop_channels()
+    km2.shutdown_kernel(now=True)
+    assert _runtime_dirs(proxy_pid) == []
+
+
+def _runtime_dirs(proxy_pid: int) -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob(f"jumper-proxy-{proxy_pid}-*"))
 
 
 def test_restart_gives_a_fresh_working_kernel(
