@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import zmq
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
@@ -60,7 +61,8 @@ RUNTIME_PREFIX = "jumper-proxy-"
 def _remove_stale_runtime_dirs() -> None:
     """Remove the private directories of proxies of this user that died without cleaning up.
 
-    A directory is named after the proxy's pid; it is stale when that pid no longer runs.
+    A directory is named after the proxy's pid; it is stale when that pid no longer runs
+    (or is a zombie: dead, not yet reaped).
     """
     base = Path(tempfile.gettempdir())
     for path in base.glob(f"{RUNTIME_PREFIX}*-*"):
@@ -68,11 +70,13 @@ def _remove_stale_runtime_dirs() -> None:
         try:
             if not pid_text.isdigit() or path.stat().st_uid != os.getuid():
                 continue
-            os.kill(int(pid_text), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except OSError:
+            alive = psutil.Process(int(pid_text)).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            alive = False
+        except (OSError, psutil.Error):
             continue
+        if not alive:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class _InterpreterSpecs(KernelSpecManager):
