@@ -1,0 +1,259 @@
+"""Building and running the Score-P child command, streaming its output as it is written.
+
+:func:`build_child_command` is the one place the command line is made (a launcher prefix such
+as ``mpirun -np 4`` or ``srun`` goes in front of it), :func:`build_child_env` the one place its
+environment is. :func:`run_child` runs the child in a process group of its own, hands each chunk
+of stdout/stderr to a callback as soon as it is read, and on an interrupt sends SIGINT to the
+group, then SIGTERM and SIGKILL after grace periods. :func:`find_experiment_dir` says where
+Score-P wrote its experiment, without waiting for anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jumper_proxy.errors import ChildError
+
+#: removed from the kernel's environment: the bindings set them up themselves on start
+STRIPPED_ENV = ("LD_PRELOAD", "SCOREP_PYTHON_BINDINGS_INITIALISED")
+
+#: Python code that exits 0 when the Score-P bindings are importable (a real package, not a
+#: stray ``scorep`` directory taken for a namespace package), 3 otherwise
+SCOREP_CHECK_CODE = (
+    "import importlib.util, sys\n"
+    "spec = importlib.util.find_spec('scorep')\n"
+    "sys.exit(0 if spec is not None and spec.origin is not None else 3)\n"
+)
+
+SCOREP_INSTALL_HINT = (
+    "Install the Score-P Python bindings in the kernel's environment with `pip install scorep`; "
+    "they need a Score-P installation with `scorep-config` on PATH."
+)
+
+#: how long the output of an ended child may take to drain before its group is killed
+_DRAIN_GRACE = 1.0
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    """How the child ended: its ``returncode`` (negative: killed by that signal), whether it was
+    stopped because of an interrupt, and its wall time in seconds."""
+
+    returncode: int
+    interrupted: bool
+    duration: float
+
+    def describe(self) -> str:
+        return describe_child_exit(self.returncode)
+
+
+def describe_child_exit(returncode: int) -> str:
+    """Say in words how the child ended."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"The Score-P child process was killed by {name}."
+    return f"The Score-P child process exited with code {returncode}."
+
+
+def build_child_command(
+    python: str,
+    binding_args: Sequence[str],
+    runner: Path,
+    launcher_prefix: Sequence[str] = (),
+    script_args: Sequence[str] = (),
+) -> list[str]:
+    """``[*launcher_prefix, python, -m, scorep, *binding_args, runner, *script_args]``."""
+    return [*launcher_prefix, python, "-m", "scorep", *binding_args, str(runner), *script_args]
+
+
+def build_child_env(kernel_env: Mapping[str, str], scorep_env: Mapping[str, str]) -> dict[str, str]:
+    """The kernel's environment without :data:`STRIPPED_ENV`, plus the Score-P settings, with
+    unbuffered Python output (so the cell shows it as it is written)."""
+    env = {key: value for key, value in kernel_env.items() if key not in STRIPPED_ENV}
+    env.update(scorep_env)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+async def scorep_importable(python: str, env: Mapping[str, str], cwd: Path) -> bool:
+    """Whether ``python`` in ``env`` (and ``cwd``) can import the Score-P bindings."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            python,
+            "-c",
+            SCOREP_CHECK_CODE,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=dict(env),
+            cwd=str(cwd),
+        )
+    except OSError as exc:
+        raise ChildError(f"Cannot run the kernel's Python {python}: {exc.strerror}") from exc
+    return await proc.wait() == 0
+
+
+async def run_child(
+    cmd: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    on_output: Callable[[str, str], None],
+    interrupt: asyncio.Event,
+    *,
+    interrupt_grace: float = 5.0,
+    terminate_grace: float = 3.0,
+    on_started: Callable[[int], None] | None = None,
+) -> ChildResult:
+    """Run ``cmd`` to its end, streaming ``("stdout"|"stderr", text)`` to ``on_output``.
+
+    When ``interrupt`` is set the child's process group gets SIGINT, after ``interrupt_grace``
+    seconds SIGTERM, after ``terminate_grace`` more SIGKILL. Cancelling this coroutine kills the
+    group. Processes the child leaves behind holding its output open are killed once the output
+    has not ended within a second of the child's exit. ``on_started`` gets the child's pid.
+    """
+    started = time.monotonic()
+    loop = asyncio.get_running_loop()
+    protocol = _ChildProtocol(loop, on_output)
+    try:
+        transport, _ = await loop.subprocess_exec(
+            lambda: protocol,
+            *cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+            cwd=str(cwd),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise ChildError(f"Cannot start the Score-P child ({cmd[0]}): {exc.strerror}") from exc
+    pid = transport.get_pid()
+    interrupted = False
+    try:
+        if on_started is not None:
+            on_started(pid)
+        stop = asyncio.ensure_future(interrupt.wait())
+        either: list[asyncio.Future[Any]] = [protocol.exited, stop]
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not protocol.exited.done():
+            interrupted = True
+            await _stop(pid, protocol.exited, interrupt_grace, terminate_grace)
+        if not await _wait(protocol.closed, _DRAIN_GRACE):
+            _signal_group(pid, signal.SIGKILL)  # leftovers of the child hold its output open
+            await _wait(protocol.closed, _DRAIN_GRACE)
+    except BaseException:  # cancelled, or on_started failed: leave nothing running
+        _signal_group(pid, signal.SIGKILL)
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(protocol.exited)
+        raise
+    finally:
+        transport.close()
+    protocol.raise_callback_error()
+    returncode = transport.get_returncode()
+    assert returncode is not None  # the child has exited
+    return ChildResult(returncode, interrupted, time.monotonic() - started)
+
+
+class _ChildProtocol(asyncio.SubprocessProtocol):
+    """Hands each chunk of output to the callback as it arrives; ``exited`` is done when the
+    process has ended, ``closed`` when its stdout and stderr have."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, on_output: Callable[[str, str], None]
+    ) -> None:
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self._on_output = on_output
+        self._names = {1: "stdout", 2: "stderr"}
+        self._decoders = {
+            fd: codecs.getincrementaldecoder("utf-8")(errors="replace") for fd in self._names
+        }
+        self._open = set(self._names)
+        self._error: BaseException | None = None
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self._emit(fd, self._decoders[fd].decode(data))
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd in self._open:
+            self._emit(fd, self._decoders[fd].decode(b"", final=True))
+            self._open.discard(fd)
+        if not self._open and not self.closed.done():
+            self.closed.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def raise_callback_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _emit(self, fd: int, text: str) -> None:
+        if not text or self._error is not None:
+            return
+        try:
+            self._on_output(self._names[fd], text)
+        except Exception as exc:  # re-raised once the child has ended
+            self._error = exc
+
+
+async def _stop(
+    pid: int, exited: asyncio.Future[None], interrupt_grace: float, terminate_grace: float
+) -> None:
+    for sig, grace in ((signal.SIGINT, interrupt_grace), (signal.SIGTERM, terminate_grace)):
+        _signal_group(pid, sig)
+        if await _wait(exited, grace):
+            return
+    _signal_group(pid, signal.SIGKILL)
+    await exited
+
+
+async def _wait(future: asyncio.Future[None], timeout: float) -> bool:
+    """Whether ``future`` is done within ``timeout`` seconds (it is not cancelled)."""
+    done, _ = await asyncio.wait([future], timeout=timeout)
+    return bool(done)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def find_experiment_dir(cwd: Path, env: Mapping[str, str], started_at: float) -> Path | None:
+    """Where Score-P wrote the experiment of a run started at ``started_at`` (``time.time()``).
+
+    ``SCOREP_EXPERIMENT_DIRECTORY`` when set (relative to ``cwd``), if it exists; otherwise the
+    newest ``scorep-*`` directory in ``cwd`` changed since ``started_at``. ``None`` when there is
+    none; never waits.
+    """
+    configured = env.get("SCOREP_EXPERIMENT_DIRECTORY")
+    if configured:
+        path = Path(configured)
+        path = path if path.is_absolute() else cwd / path
+        return path if path.is_dir() else None
+    newest: tuple[float, str] | None = None
+    with contextlib.suppress(OSError), os.scandir(cwd) as entries:
+        for entry in entries:
+            if not entry.name.startswith("scorep-") or not entry.is_dir():
+                continue
+            mtime = entry.stat().st_mtime
+            if mtime >= started_at and (newest is None or mtime > newest[0]):
+                newest = (mtime, entry.path)
+    return Path(newest[1]) if newest else None
