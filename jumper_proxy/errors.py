@@ -105,6 +105,20 @@ class ChildInterrupted(ChildFailed):
     """A Score-P cell was interrupted; its child was stopped and nothing was carried back."""
 
 
+def user_error(exc: BaseException) -> tuple[str, str, list[str]]:
+    """How an error shows on the cell: ``(ename, evalue, traceback)``.
+
+    Errors that carry the user's own exception (a failed hidden execution, a failed Score-P
+    child) show it as the kernel would; the proxy's own errors show their name and message.
+    """
+    ename = getattr(exc, "ename", None) or type(exc).__name__
+    evalue = getattr(exc, "evalue", None)
+    if evalue is None:
+        evalue = str(exc)
+    traceback = list(getattr(exc, "traceback", None) or [])
+    return ename, evalue, traceback
+
+
 def describe_exit(exit_code: int | None) -> str:
     """Say in words how a process ended, from a ``Popen.returncode``-style code."""
     import signal

@@ -325,7 +325,7 @@ class Proxy:
     async def _interrupt(self, msg: Message | None = None) -> None:
         """Interrupt whatever runs: a proxy magic (and its child) and/or the upstream cell."""
         self.scheduler.interrupt()
-        if self.scheduler.busy_upstream or self.upstream.hidden_ids or self.scheduler.running:
+        if self.scheduler.busy_upstream or self.upstream.hidden_running:
             await self.upstream.interrupt()
         if msg is not None:
             self._control_reply(msg, "interrupt_reply", {"status": "ok"})

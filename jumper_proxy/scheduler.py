@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from jumper_proxy.cells import Cell, parse_cell
-from jumper_proxy.errors import HiddenExecutionError, JumperError, MagicError, UpstreamDied
+from jumper_proxy.errors import JumperError, UpstreamDied, user_error
 from jumper_proxy.magics import MagicContext, MagicTable, RunHidden
 from jumper_proxy.relay import Message
 
@@ -303,12 +303,8 @@ class Scheduler:
                 "user_expressions": {},
                 "payload": [],
             }
-        except MagicError as exc:
-            reply = self._fail(request, count, exc.ename, str(exc), [])
-        except HiddenExecutionError as exc:
-            reply = self._fail(request, count, exc.ename, exc.evalue, exc.traceback)
         except (JumperError, OSError) as exc:
-            reply = self._fail(request, count, type(exc).__name__, str(exc), [])
+            reply = self._fail(request, count, *user_error(exc))
         except Exception as exc:  # a bug in the proxy must not cost the user the kernel
             log.exception("Magic %%%%%s failed", magic.name)
             tb = traceback.format_exception(exc)

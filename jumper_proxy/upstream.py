@@ -331,6 +331,11 @@ class Upstream:
                     f"{self.spec.describe()} did not answer within {STARTUP_TIMEOUT:.0f} s"
                 )
 
+    @property
+    def hidden_running(self) -> bool:
+        """Whether hidden code of the proxy's runs (or waits) in the kernel."""
+        return bool(self._hidden_waiters)
+
     def expect_exit(self) -> None:
         """The upstream was asked to shut down: its exit is not a death."""
         self._stopping = True

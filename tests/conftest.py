@@ -12,6 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXY_KERNEL = "jumper-proxy-test"
+#: the proxy kernel whose upstream can import the stand-in ``scorep`` package
+SCOREP_KERNEL = "jumper-proxy-scorep-test"
+FAKE_SCOREP = ROOT / "tests" / "fake_scorep"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,8 +24,11 @@ def proxy_kernelspec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from jumper_proxy.kernelspec import install_kernelspec
 
     prefix = tmp_path_factory.mktemp("prefix")
+    upstream = UpstreamSpec(kernel_name="python3")
+    install_kernelspec(prefix=str(prefix), name=PROXY_KERNEL, upstream=upstream)
+    path = os.pathsep.join([str(FAKE_SCOREP), str(ROOT)])
     install_kernelspec(
-        prefix=str(prefix), name=PROXY_KERNEL, upstream=UpstreamSpec(kernel_name="python3")
+        prefix=str(prefix), name=SCOREP_KERNEL, upstream=upstream, env={"PYTHONPATH": path}
     )
     data = prefix / "share" / "jupyter"
     old = os.environ.get("JUPYTER_PATH")

@@ -143,7 +143,8 @@ def build_table() -> MagicTable:
         ctx.out.stream(help_text(table))
 
     table.add(Magic("jumper_help", jumper_help, "list the proxy's magics"))
-    from jumper_proxy.magics import monitoring  # the families import this module
+    from jumper_proxy.magics import monitoring, scorep  # the families import this module
 
     monitoring.register(table)
+    scorep.register(table)
     return table
