@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import PROXY_KERNEL, SCOREP_KERNEL
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
-
-from conftest import PROXY_KERNEL, SCOREP_KERNEL
 from kernel_helpers import run, shell_reply, stdout
 
 pytestmark = pytest.mark.e2e
