@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from jumper_proxy.cells import Cell, parse_cell
 from jumper_proxy.errors import JumperError, UpstreamDied, user_error
-from jumper_proxy.magics import MagicContext, MagicTable, RunHidden
+from jumper_proxy.magics import Magic, MagicContext, MagicTable, RunHidden
 from jumper_proxy.relay import Message
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ class Request:
     reply_status: str | None = None
     idle: bool = False
     interrupted: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the proxy magic that answers this cell, once decided
+    magic: Magic | None = None
 
     @property
     def msg_id(self) -> str:
@@ -131,7 +133,11 @@ class Scheduler:
         self.pump()
 
     def is_magic(self, request: Request) -> bool:
-        return request.cell.magic in self.magics
+        """Whether the proxy answers this cell (decided when the cell is next in line, so a
+        mode switched on by the cell before it applies)."""
+        if request.magic is None:
+            request.magic = self.magics.resolve(request.cell)
+        return request.magic is not None
 
     def add_barrier(self, work: Callable[[], Awaitable[None]]) -> None:
         """Run ``work`` once every cell submitted so far has finished, before any later one.
@@ -275,7 +281,7 @@ class Scheduler:
 
     async def _run_magic(self, request: Request) -> None:
         parent = request.msg.as_parent()
-        magic = self.magics.get(request.cell.magic)
+        magic = request.magic
         assert magic is not None
         status, count = "ok", 0
         self.port.publish("status", {"execution_state": "busy"}, parent)

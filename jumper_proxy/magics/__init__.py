@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from jumper_proxy.cells import Cell
+
 
 class OutputSink(Protocol):
     """Where a magic's outputs go: the scheduler publishes each on IOPub at once."""
@@ -63,11 +65,28 @@ class Magic:
     measured: bool = False
 
 
+Intercept = Callable[[Cell], "Magic | None"]
+
+
 class MagicTable:
-    """All magics the proxy answers; anything else goes to the upstream unchanged."""
+    """All magics the proxy answers; anything else goes to the upstream unchanged.
+
+    ``interceptors`` are consulted first, in order: a mode such as multi-cell marking or
+    script recording takes every cell it wants (ordinary ones included) by returning the magic
+    that handles it.
+    """
 
     def __init__(self) -> None:
         self._magics: dict[str, Magic] = {}
+        self.interceptors: list[Intercept] = []
+
+    def resolve(self, cell: Cell) -> Magic | None:
+        """The magic that answers ``cell``, or ``None`` for the upstream."""
+        for intercept in self.interceptors:
+            magic = intercept(cell)
+            if magic is not None:
+                return magic
+        return self.get(cell.magic)
 
     def add(self, magic: Magic) -> None:
         self._magics[magic.name] = magic
