@@ -32,7 +32,7 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 bench: $(STAMP)
-	cd benchmarks && ../$(BIN)/python bench_relay.py
+	cd benchmarks && ../$(BIN)/python run.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info examples/demo.out.ipynb benchmarks/results

@@ -89,7 +89,9 @@ def median(runs: list[dict[str, float]], *keys: str) -> float:
     return statistics.median(sum(run[key] for key in keys) for run in runs)
 
 
-async def bench(sizes: list[int], repeat: int, env: dict[str, str]) -> None:
+async def bench(sizes: list[int], repeat: int, env: dict[str, str]) -> dict[str, Any]:
+    """The empty cell per marshaller, and one row per array size, marshaller and mode."""
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as work:
         async with ipykernel(Path(work), env) as run_hidden:
             empty: dict[str, float] = {}
@@ -98,12 +100,6 @@ async def bench(sizes: list[int], repeat: int, env: dict[str, str]) -> None:
                 await cell(run_hidden, "pass", settings)  # warm the page cache
                 runs = [await cell(run_hidden, "pass", settings) for _ in range(repeat)]
                 empty[marshaller] = median(runs, "wall")
-                print(f"empty Score-P cell, {marshaller:11s}: {empty[marshaller]:.3f} s")
-            print()
-            header = f"{'array':>8} {'marshaller':>11} {'mode':>6} "
-            header += f"{'in s':>7} {'out s':>7} {'round s':>8} {'added s':>8}"
-            print(header)
-            print("-" * len(header))
             for size in sizes:
                 await run_hidden(f"import numpy as np\na = np.ones({size // 8})", {})
                 for marshaller in ("dill", "cloudpickle"):
@@ -116,11 +112,42 @@ async def bench(sizes: list[int], repeat: int, env: dict[str, str]) -> None:
                         into = median(runs, "export", "child_load")
                         back = median(runs, "child_dump", "import")
                         added = median(runs, "wall") - empty[marshaller]
-                        print(
-                            f"{_size(size):>8} {marshaller:>11} {mode:>6} "
-                            f"{into:7.3f} {back:7.3f} {into + back:8.3f} {added:8.3f}"
+                        rows.append(
+                            {
+                                "array": _size(size),
+                                "bytes": size,
+                                "marshaller": marshaller,
+                                "mode": mode,
+                                "in_s": into,
+                                "out_s": back,
+                                "round_trip_s": into + back,
+                                "added_s": added,
+                            }
                         )
                 await run_hidden("del a", {})
+    return {"empty_cell_s": empty, "handover": rows}
+
+
+def print_table(results: dict[str, Any]) -> None:
+    for marshaller, seconds in results["empty_cell_s"].items():
+        print(f"empty Score-P cell, {marshaller:11s}: {seconds:.3f} s")
+    print()
+    header = f"{'array':>8} {'marshaller':>11} {'mode':>6} "
+    header += f"{'in s':>7} {'out s':>7} {'round s':>8} {'added s':>8}"
+    print(header)
+    print("-" * len(header))
+    for row in results["handover"]:
+        print(
+            f"{row['array']:>8} {row['marshaller']:>11} {row['mode']:>6} {row['in_s']:7.3f} "
+            f"{row['out_s']:7.3f} {row['round_trip_s']:8.3f} {row['added_s']:8.3f}"
+        )
+
+
+def stand_in_env() -> dict[str, str]:
+    """This process's environment with the stand-in scorep first on the path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(FAKE_SCOREP), env.get("PYTHONPATH")) if p)
+    return env
 
 
 def _size(nbytes: int) -> str:
@@ -145,14 +172,11 @@ def main() -> None:
         "--real-scorep", action="store_true", help="use the installed scorep, not the stand-in"
     )
     args = parser.parse_args()
-    env = dict(os.environ)
-    if not args.real_scorep:
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(FAKE_SCOREP), env.get("PYTHONPATH")) if p
-        )
+    env = dict(os.environ) if args.real_scorep else stand_in_env()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, scorep: ", end="")
     print("installed" if args.real_scorep else "stand-in (tests/fake_scorep)")
-    asyncio.run(bench([_parse_size(s) for s in args.sizes.split(",")], args.repeat, env))
+    sizes = [_parse_size(s) for s in args.sizes.split(",")]
+    print_table(asyncio.run(bench(sizes, args.repeat, env)))
 
 
 if __name__ == "__main__":

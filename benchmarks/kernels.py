@@ -22,11 +22,14 @@ Kernel = tuple[KernelManager, BlockingKernelClient]
 
 
 @contextlib.contextmanager
-def proxy_kernelspec() -> Iterator[str]:
+def proxy_kernelspec(env: dict[str, str] | None = None) -> Iterator[str]:
     """Install a proxy kernelspec wrapping ``python3`` into a temporary prefix for this run."""
     with tempfile.TemporaryDirectory(prefix="jumper-bench-") as prefix:
         install_kernelspec(
-            prefix=prefix, name=PROXY_KERNEL, upstream=UpstreamSpec(kernel_name="python3")
+            prefix=prefix,
+            name=PROXY_KERNEL,
+            upstream=UpstreamSpec(kernel_name="python3"),
+            env=env,
         )
         old = os.environ.get("JUPYTER_PATH")
         os.environ["JUPYTER_PATH"] = os.path.join(prefix, "share", "jupyter")

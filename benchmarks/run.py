@@ -1,0 +1,148 @@
+"""The benchmark suite behind ``make bench``: jumper-proxy side by side with plain ipykernel.
+
+Both kernels run in this one process's run and the work is interleaved (A B A B ...). Prints
+one table of medians and ratios and writes the same figures to
+``benchmarks/results/latest.json`` so that runs can be compared.
+
+    python benchmarks/run.py [--quick] [--only relay,monitor,scorep,memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from bench_handover import bench as handover_bench
+from bench_handover import print_table as print_handover
+from bench_handover import stand_in_env
+from bench_monitor import monitor_benchmarks
+from bench_relay import relay_benchmarks
+from kernels import Kernel, execute, kernel, median, proxy_kernelspec
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+GROUPS = ("relay", "monitor", "scorep", "memory")
+
+
+def scorep_benchmarks(quick: bool) -> dict[str, Any]:
+    """Score-P cells through the proxy (stand-in scorep), and the handover in detail."""
+    env = stand_in_env()
+    results: dict[str, Any] = {}
+    with proxy_kernelspec(env={"PYTHONPATH": env["PYTHONPATH"]}) as name, kernel(name) as proxy:
+        kc = proxy[1]
+        runs = 3 if quick else 7
+        empty = [execute(kc, "%%execute_with_scorep\npass")[0] for _ in range(runs + 1)][1:]
+        results["empty Score-P cell through the proxy"] = {"seconds": median(empty), "runs": runs}
+        for size_mib in (100, 1024):
+            execute(kc, f"import numpy as np\na = np.ones({size_mib} * 1024 * 1024 // 8)")
+            touch = [execute(kc, "%%execute_with_scorep\na[0] += 1")[0] for _ in range(runs + 1)][
+                1:
+            ]
+            results[f"{size_mib} MiB array cell through the proxy"] = {
+                "seconds": median(touch),
+                "added_s": median(touch) - median(empty),
+                "runs": runs,
+            }
+            execute(kc, "del a")
+    sizes = [100 << 20] if quick else [100 << 20, 1 << 30]
+    results["handover"] = asyncio.run(handover_bench(sizes, 1 if quick else 3, env))
+    return results
+
+
+def memory_benchmark(proxy: Kernel, cells: int) -> dict[str, Any]:
+    """The proxy's resident memory before and after ``cells`` monitored cells with samples."""
+    process = psutil.Process(proxy[0].provisioner.process.pid)
+    execute(proxy[1], "%env JUMPER_REPORT_FREQUENCY=100")
+    for _ in range(20):
+        execute(proxy[1], "import time; time.sleep(0.03)")
+    before = process.memory_info().rss
+    started = time.perf_counter()
+    for _ in range(cells):
+        execute(proxy[1], "import time; time.sleep(0.03)")
+    after = process.memory_info().rss
+    execute(proxy[1], "%env JUMPER_REPORT_FREQUENCY=2")
+    return {
+        "cells": cells,
+        "rss_before_mb": before / 2**20,
+        "rss_after_mb": after / 2**20,
+        "growth_mb": (after - before) / 2**20,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, smaller arrays")
+    parser.add_argument("--only", default=",".join(GROUPS), help="comma-separated groups")
+    args = parser.parse_args()
+    groups = [g for g in args.only.split(",") if g]
+    results: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+        },
+    }
+    if {"relay", "monitor", "memory"} & set(groups):
+        with proxy_kernelspec() as name, kernel("python3") as plain, kernel(name) as proxy:
+            if "relay" in groups:
+                results["relay"] = relay_benchmarks(plain, proxy, args.quick)
+            if "monitor" in groups:
+                results["monitor"] = monitor_benchmarks(plain, proxy, args.quick)
+            if "memory" in groups:
+                results["memory"] = memory_benchmark(proxy, 200 if args.quick else 1000)
+    if "scorep" in groups:
+        results["scorep"] = scorep_benchmarks(args.quick)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2))
+    print_report(results)
+    print(f"\nwritten to {RESULTS}")
+
+
+def print_report(results: dict[str, Any]) -> None:
+    machine = results["machine"]
+    when, cpus, python = results["when"], machine["cpus"], machine["python"]
+    print(f"jumper-proxy benchmarks, {when}, {cpus} CPUs, Python {python}")
+    rows = {**results.get("relay", {}), **results.get("monitor", {})}
+    if rows:
+        print(f"\n{'':<30} {'plain':>10} {'proxy':>10} {'ratio':>7} {'proxy CPU':>12}")
+    for name, row in rows.items():
+        if "ratio" in row:
+            cpu = f"{row['proxy_core_percent']:.2f} %" if "proxy_core_percent" in row else ""
+            plain, proxy = _t(row["plain_s"]), _t(row["proxy_s"])
+            print(f"{name:<30} {plain:>10} {proxy:>10} {row['ratio']:>7.3f} {cpu:>12}")
+        else:
+            cpu = f"{row['proxy_core_percent']:.3f} %"
+            print(f"{name:<30} {'':>10} {_t(row['cell_s']):>10} {'':>7} {cpu:>12}")
+    if "memory" in results:
+        m = results["memory"]
+        print(
+            f"\nproxy memory: {m['rss_before_mb']:.1f} MB, after {m['cells']} monitored cells "
+            f"{m['rss_after_mb']:.1f} MB (+{m['growth_mb']:.1f} MB)"
+        )
+    if "scorep" in results:
+        print()
+        for name, row in results["scorep"].items():
+            if name != "handover":
+                extra = (
+                    f" (+{row['added_s']:.3f} s over the empty cell)" if "added_s" in row else ""
+                )
+                print(f"{name:<40} {row['seconds']:.3f} s{extra}")
+        print()
+        print_handover(results["scorep"]["handover"])
+
+
+def _t(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms" if seconds < 1 else f"{seconds:.3f} s"
+
+
+if __name__ == "__main__":
+    main()
