@@ -278,9 +278,11 @@ class Proxy:
             if state == "idle":
                 self.upstream.hidden_ids.discard(parent)
             return
-        self.frontend.send(self.frontend.iopub, msg)
-        if state is not None:
+        if state is not None:  # before the frontend sees it: a finishing cell's last outputs
             self.scheduler.on_status(parent, str(state))
+        self.frontend.send(self.frontend.iopub, msg)
+        if state == "idle":
+            self.scheduler.pump()
 
     # ---- the proxy's own answers --------------------------------------------------------
 

@@ -57,17 +57,19 @@ class _Panel:
     unit: str  # "bytes" scales to B/KiB/MiB/...; anything else is the axis unit as is
     metrics: tuple[str, ...]
     per_item: str = ""  # label of list entries ("core", "GPU"); empty for scalar metrics
+    #: each sample is the mean over the interval that ends at it: drawn as steps, not slopes
+    rate: bool = False
 
 
 _PANELS = (
-    _Panel("CPU of the kernel's process tree", "% of one core", ("cpu_percent",)),
-    _Panel("CPU per core (node)", "% busy", ("cpu_percent_per_core",), "core"),
+    _Panel("CPU of the kernel's process tree", "% of one core", ("cpu_percent",), rate=True),
+    _Panel("CPU per core (node)", "% busy", ("cpu_percent_per_core",), "core", rate=True),
     _Panel("Memory of the process tree (RSS)", "bytes", ("memory_rss_bytes",)),
     _Panel("Memory used on the node", "%", ("memory_percent",)),
     _Panel("I/O since cell start", "bytes", ("io_read_bytes", "io_write_bytes")),
     _Panel("I/O operations since cell start", "ops", ("io_read_count", "io_write_count")),
     _Panel("Processes and threads", "count", ("num_procs", "num_threads")),
-    _Panel("GPU utilisation", "%", ("gpu_util_percent",), "GPU"),
+    _Panel("GPU utilisation", "%", ("gpu_util_percent",), "GPU", rate=True),
     _Panel("GPU memory used", "bytes", ("gpu_memory_bytes",), "GPU"),
 )
 _BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
@@ -145,7 +147,8 @@ def graph_layout(
         )
         for i, (name, xs, ys, cell) in enumerate(lines):
             color = Category10_10[(cell if len(records) > 1 and not timeline else i) % 10]
-            fig.line(
+            style: dict[str, Any] = {"mode": "before"} if panel.rate else {}
+            (fig.step if panel.rate else fig.line)(
                 x=xs,
                 y=[y / scale for y in ys],
                 name=name,
@@ -153,6 +156,7 @@ def graph_layout(
                 color=color,
                 line_width=1.2 if panel.per_item == "core" else 2,
                 line_dash="dashed" if "io_write" in name else "solid",
+                **style,
             )
         fig.add_tools(
             HoverTool(
@@ -160,9 +164,8 @@ def graph_layout(
                 mode="vline",
             )
         )
-        fig.legend.location = "top_left"
         fig.legend.click_policy = "hide"
-        fig.legend.background_fill_alpha = 0.6
+        fig.add_layout(fig.legend[0], "right")  # beside the plot, never over the lines
         fig.legend.label_text_font_size = "8pt"
         fig.legend.spacing = 2
         fig.legend.visible = len(lines) <= 16
@@ -198,9 +201,11 @@ def graph_bundle(
     return {"text/html": "\n".join(parts), "text/plain": text}
 
 
-def live_bundle(index: int, elapsed_s: float, snapshot: Mapping[str, Any] | None) -> dict[str, Any]:
+def live_bundle(
+    index: int, elapsed_s: float, snapshot: Mapping[str, Any] | None, *, finished: bool = False
+) -> dict[str, Any]:
     """A small, cheap display of a running cell's latest sample, for updating in place."""
-    head = f"Cell {index} running: {elapsed_s:.1f} s"
+    head = f"Cell {index} {'finished after' if finished else 'running:'} {elapsed_s:.1f} s"
     if snapshot is None:
         text = f"{head}, no sample yet"
     else:
@@ -209,12 +214,17 @@ def live_bundle(index: int, elapsed_s: float, snapshot: Mapping[str, Any] | None
             f"RSS {_bytes(snapshot['memory_rss_bytes'])} · "
             f"I/O read {_bytes(snapshot['io_read_bytes'])}, "
             f"written {_bytes(snapshot['io_write_bytes'])} · "
-            f"{snapshot['num_procs']} processes, {snapshot['num_threads']} threads"
+            f"{_count(snapshot['num_procs'], 'process', 'processes')}, "
+            f"{_count(snapshot['num_threads'], 'thread', 'threads')}"
         )
         if snapshot["gpu_util_percent"]:
             text += " · GPU " + ", ".join(f"{u:.0f} %" for u in snapshot["gpu_util_percent"])
     style = "font-family: monospace; padding: 2px 0; color: #555"
     return {"text/plain": text, "text/html": f'<div style="{style}">{html.escape(text)}</div>'}
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _check_metrics(names: Sequence[str]) -> list[str]:

@@ -1,10 +1,11 @@
 """The execute queue: ordering, ``stop_on_error``, who handles each cell, and the
 busy / execute_input / outputs / execute_reply / idle envelope of cells the proxy answers.
 
-Ordinary cells go straight to the upstream (which queues them itself), so relaying costs no
-extra round trip. A proxy magic waits until every cell before it has finished; cells after it
-wait in our queue until it is done. A cell that fails with ``stop_on_error`` aborts the cells
-queued here behind it, as ipykernel aborts its own queue.
+Cells wait in the proxy's queue and go to the upstream one at a time: the next when the one
+before has finished (its reply and its idle status seen). So the upstream never starts a cell
+before the proxy has seen the previous one end, and every sample the monitor takes belongs to
+the right cell. A proxy magic is answered in the same order. A cell that fails with
+``stop_on_error`` aborts the cells queued behind it, as ipykernel aborts its own queue.
 """
 
 from __future__ import annotations
@@ -160,11 +161,11 @@ class Scheduler:
         while self.queue and self.running is None:
             head = self.queue[0]
             if not self.is_magic(head):
+                if self.inflight:
+                    return
                 self.queue.popleft()
-                idle = not self.inflight
                 self.inflight[head.msg_id] = head
-                if idle:  # it starts the moment the upstream reads it: sample from now on
-                    self._started(head)
+                self._started(head)  # it starts the moment the upstream reads it
                 self.port.forward_execute(head.msg)
                 continue
             if self.inflight:
@@ -186,6 +187,8 @@ class Scheduler:
     # ---- events from the upstream ---------------------------------------------------------
 
     def on_status(self, parent_id: str | None, state: str) -> None:
+        """The upstream's status for a request (before the frontend sees it; the caller
+        calls pump() after passing an idle on)."""
         request = self.inflight.get(parent_id or "")
         if request is None:
             return
@@ -211,29 +214,29 @@ class Scheduler:
         if not request.idle:
             asyncio.get_running_loop().call_later(IDLE_GRACE, self._force_idle, request)
         self._maybe_done(request)
+        self.pump()
 
     def _force_idle(self, request: Request) -> None:
         if request.msg_id in self.inflight and not request.idle:
             log.debug("No idle status for %s; treating it as finished", request.msg_id)
             request.idle = True
             self._maybe_done(request)
+            self.pump()
 
     def _maybe_done(self, request: Request) -> None:
+        """Finish the cell once its reply and idle are both in; the caller then calls pump()."""
         if request.reply_status is None or not request.idle:
             return
         del self.inflight[request.msg_id]
         for observer in self.observers:
             observer.cell_finished(request)
-        if self.inflight:  # the upstream goes on with the next cell it holds
-            self._started(next(iter(self.inflight.values())))
-        self.pump()
 
     def on_upstream_died(self, exit_code: int | None) -> None:
-        """Answer every cell the dead upstream owed a reply, with the cause."""
+        """Answer the cell the dead upstream owed a reply, with the cause; abort those queued
+        behind it (they would run in a fresh kernel without the state they expect)."""
         died = UpstreamDied(exit_code)
+        self._abort_queued()
         for request in list(self.inflight.values()):
-            if request.started is None:
-                self.port.publish("status", {"execution_state": "busy"}, request.msg.as_parent())
             self._publish_error(request, "KernelDied", f"{died} The kernel is restarting.", [])
             self.port.reply(
                 request.msg, "execute_reply", _error_content("KernelDied", str(died), [])

@@ -189,7 +189,8 @@ async def monitor_live(ctx: MagicContext, args: str, body: str) -> None:
         monitor.settings = replace(monitor.settings, live=choice == "on")
     state = "on" if monitor.settings.live else "off"
     ctx.out.stream(
-        f"live view {state}: cells running longer than 2 s show their figures as they run\n"
+        f"live view {state}: a cell running longer than 2 s shows one line with its current "
+        "CPU, memory, I/O, processes and threads, updated every second\n"
     )
 
 
@@ -234,6 +235,8 @@ def register(table: MagicTable) -> None:
             "write NAME_perfdata.json and NAME_code.json where the kernel runs",
             "NAME",
         ),
-        Magic("monitor_live", monitor_live, "show a long cell's figures while it runs", "on|off"),
+        Magic(
+            "monitor_live", monitor_live, "one updating line of figures under long cells", "on|off"
+        ),
     ):
         table.add(magic)

@@ -145,6 +145,8 @@ class Monitor:
             return
         if running.live_timer is not None:
             running.live_timer.cancel()
+        if running.live_id is not None:  # the last word, before the cell's idle goes out
+            self._send_live(running, self._live_bundle(running, finished=True), update=True)
         samples = self._worker.submit(lambda: running.started.result().stop())
         finishing = _Finishing(running, time.time(), time.monotonic(), samples)
         self._finishing.append(finishing)
@@ -162,10 +164,7 @@ class Monitor:
             except Exception:
                 log.exception("Sampling a cell failed; it is recorded without samples")
                 samples = {}
-            record = self._record(done, samples)
-            self.store.add(record)
-            if done.running.live_id is not None:
-                self._publish_live(done.running, record)
+            self.store.add(self._record(done, samples))
 
     def _record(self, done: _Finishing, samples: dict[str, list[Any]]) -> CellRecord:
         running = done.running
@@ -195,18 +194,16 @@ class Monitor:
         first = running.live_id is None
         if first:
             running.live_id = f"jumper-live-{running.request.msg_id}"
-        sampler = running.started.result() if running.started.done() else None
-        snapshot = sampler.snapshot() if sampler is not None else None
-        bundle = live_bundle(self.store.next_index, time.monotonic() - running.start_mono, snapshot)
-        self._send_live(running, bundle, update=not first)
+        self._send_live(running, self._live_bundle(running), update=not first)
         assert self._loop is not None
         running.live_timer = self._loop.call_later(LIVE_EVERY_S, self._live, running)
 
-    def _publish_live(self, running: _Running, record: CellRecord) -> None:
-        last = {name: values[-1] for name, values in record.samples.items() if values}
-        self._send_live(
-            running, live_bundle(record.index, record.duration, last or None), update=True
-        )
+    def _live_bundle(self, running: _Running, finished: bool = False) -> dict[str, Any]:
+        sampler = running.started.result() if running.started.done() else None
+        snapshot = sampler.snapshot() if sampler is not None else None
+        index = self.store.next_index + len(self._finishing)  # the index its record will get
+        elapsed = time.monotonic() - running.start_mono
+        return live_bundle(index, elapsed, snapshot, finished=finished)
 
     def _send_live(self, running: _Running, bundle: dict[str, Any], update: bool) -> None:
         content = {"data": bundle, "metadata": {}, "transient": {"display_id": running.live_id}}

@@ -14,7 +14,7 @@ import pytest
 from conftest import PROXY_KERNEL
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
-from kernel_helpers import proxy_process, run, stdout, upstream_processes, wait_gone
+from kernel_helpers import proxy_process, run, shell_reply, stdout, upstream_processes, wait_gone
 
 pytestmark = pytest.mark.e2e
 
@@ -209,6 +209,7 @@ def test_live_view_updates_one_display_in_place(kc: BlockingKernelClient) -> Non
     display_id = shown[0]["content"]["transient"]["display_id"]
     assert updates and all(u["content"]["transient"]["display_id"] == display_id for u in updates)
     assert "running" in shown[0]["content"]["data"]["text/plain"]
+    assert "finished after" in updates[-1]["content"]["data"]["text/plain"]
     msgs = ok(kc, "import time; time.sleep(0.5)")
     assert [m["msg_type"] for m in msgs if "display" in m["msg_type"]] == []
 
@@ -239,3 +240,19 @@ def test_no_thread_or_process_after_shutdown() -> None:
         psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
         for pid in pids
     )
+
+
+def test_queued_cells_are_measured_apart(kc: BlockingKernelClient) -> None:
+    """Cells sent together (Run All): each one's work is charged to itself alone."""
+    burn = "import time\nend = time.monotonic() + 1.5\nwhile time.monotonic() < end:\n    pass"
+    first = kc.execute(burn)
+    second = kc.execute(HOLD_400MB)
+    for msg_id in (first, second):
+        assert shell_reply(kc, msg_id, timeout=60)["content"]["status"] == "ok"
+    ok(kc, "%%perfdata_to_variable queued")
+    peaks = value_of(kc, "[max(r['samples']['memory_rss_bytes']) for r in queued[-2:]]")
+    assert peaks[1] - peaks[0] >= 350 * 1024 * 1024, peaks  # the 400 MB belong to the second
+
+
+def value_of(kc: BlockingKernelClient, expression: str) -> Any:
+    return json.loads(stdout(ok(kc, f"import json\nprint(json.dumps({expression}))")))
