@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck check bench bench-peers clean
+.PHONY: install demo test lint typecheck bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/jumper-proxy run examples/demo.ipynb -o examples/demo.out.ipynb
 
-test: $(STAMP)
+test: lint typecheck
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -29,7 +29,6 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-check: lint typecheck test
 
 bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python run.py
