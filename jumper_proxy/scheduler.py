@@ -136,7 +136,9 @@ class Scheduler:
     def is_magic(self, request: Request) -> bool:
         """Whether the proxy answers this cell (decided when the cell is next in line, so a
         mode switched on by the cell before it applies)."""
-        if request.magic is None:
+        if request.magic is None and request.content.get("silent"):
+            request.magic = self.magics.get(request.cell.magic)  # a frontend's, not a mode's
+        elif request.magic is None:
             request.magic = self.magics.resolve(request.cell)
         return request.magic is not None
 
@@ -165,8 +167,8 @@ class Scheduler:
                     return
                 self.queue.popleft()
                 self.inflight[head.msg_id] = head
-                self._started(head)  # it starts the moment the upstream reads it
                 self.port.forward_execute(head.msg)
+                self._started(head)  # it starts the moment the upstream reads it
                 continue
             if self.inflight:
                 return

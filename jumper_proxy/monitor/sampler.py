@@ -70,6 +70,7 @@ class Sampler:
         frequency_hz: float,
         gpu: GpuProbe | None = None,
         max_samples: int = 3600,
+        min_rows: int = 0,
     ) -> None:
         if math.isnan(frequency_hz) or not 0 < frequency_hz <= MAX_FREQUENCY_HZ:
             raise ConfigurationError(
@@ -82,6 +83,7 @@ class Sampler:
         self._period = 1.0 / frequency_hz
         self._gpu = gpu
         self._max_samples = max_samples
+        self._min_rows = min_rows
         self._columns: dict[str, list[Any]] = {name: [] for name in SAMPLE_COLUMNS}
         self._procs: dict[int, psutil.Process] = {}
         self._tracked: dict[_Key, _Tracked] = {}
@@ -147,7 +149,10 @@ class Sampler:
             deadline += self._period
             if deadline <= now:  # fell behind (a suspended machine): skip, do not burst
                 deadline = now + self._period
-        self._sample_guarded(final=True)
+        # Below ``min_rows`` rows (the baseline included) the final row would not make the cell
+        # keep its samples (JUMPER_REPORTS_MIN): spare the work.
+        if len(self._columns["time_s"]) >= self._min_rows:
+            self._sample_guarded(final=True)
 
     def _sample_guarded(self, final: bool = False) -> None:
         """Take one sample; a bug here must not end the thread or the cell."""

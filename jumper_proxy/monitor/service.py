@@ -128,14 +128,17 @@ class Monitor:
             return  # a frontend's silent housekeeping is not a cell of the user's
         self._loop = asyncio.get_running_loop()
         settings = self.settings
-        started = self._worker.submit(self._start_sampler, settings.frequency_hz)
+        started = self._worker.submit(self._start_sampler, settings)
         running = _Running(request, started, time.time(), time.monotonic())
         self._running[request.msg_id] = running
         if settings.live:
             running.live_timer = self._loop.call_later(LIVE_AFTER_S, self._live, running)
 
-    def _start_sampler(self, frequency_hz: float) -> Sampler:
-        sampler = Sampler(self.roots, frequency_hz, self.gpu)
+    def _start_sampler(self, settings: MonitorSettings) -> Sampler:
+        # A cell whose rows, with a final one, would still be fewer than the reports asked for
+        # keeps no samples (store.finish_record): it needs no final sample either.
+        need = max(settings.reports_min, 1)
+        sampler = Sampler(self.roots, settings.frequency_hz, self.gpu, min_rows=need)
         sampler.start()
         return sampler
 
