@@ -6,6 +6,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -349,3 +350,12 @@ def test_start_twice_and_stop_before_start_are_refused() -> None:
     with pytest.raises(MonitorError, match="already started"):
         sampler.start()
     sampler.stop()
+
+
+def test_no_final_sample_for_a_cell_too_short_to_keep_samples() -> None:
+    short = Sampler(lambda: [os.getpid()], frequency_hz=1, min_rows=2)
+    short.start()
+    assert short.stop()["time_s"] == [0.0]  # the baseline alone: finish_record drops it anyway
+    kept = Sampler(lambda: [os.getpid()], frequency_hz=1, min_rows=1)
+    kept.start()
+    assert len(kept.stop()["time_s"]) == 2  # baseline and final
