@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import zmq
 from conftest import PROXY_KERNEL
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
@@ -143,3 +145,44 @@ def test_sigint_to_the_proxy_interrupts_the_cell(
     reply = shell_reply(kc, msg_id, timeout=10)["content"]
     assert reply["ename"] == "KeyboardInterrupt"
     assert run(kc, "1")[0]["content"]["status"] == "ok"
+
+
+def test_an_interpreter_without_kernelspec_is_wrapped(tmp_path: Path) -> None:
+    """``--upstream-python``: the environment's ipykernel runs, under the absolute path given."""
+    from jumper_proxy.config import UpstreamSpec
+    from jumper_proxy.kernelspec import install_kernelspec
+
+    install_kernelspec(
+        prefix=str(tmp_path), name="jp-interp", upstream=UpstreamSpec(python=sys.executable)
+    )
+    km = KernelManager(kernel_name="jp-interp")
+    km.kernel_spec_manager.kernel_dirs.insert(0, str(tmp_path / "share" / "jupyter" / "kernels"))
+    km.start_kernel()
+    kc = km.client()
+    try:
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        reply, msgs = run(kc, "import sys; print(sys.executable)")
+        assert stdout(msgs).strip() == sys.executable
+        assert kc.hb_channel.is_beating()
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_the_heartbeat_answers_while_a_cell_runs(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    km, kc = kernel
+    kc.execute("import time; time.sleep(3)")
+    info = km.get_connection_info()
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.linger = 0
+    sock.connect(f"{info['transport']}://{info['ip']}:{info['hb_port']}")
+    try:
+        for _ in range(3):
+            sock.send(b"ping")
+            assert sock.poll(1000), "no heartbeat answer within 1 s"
+            assert sock.recv() == b"ping"
+    finally:
+        sock.close()
