@@ -119,16 +119,16 @@ def user_error(exc: BaseException) -> tuple[str, str, list[str]]:
     return ename, evalue, traceback
 
 
-def describe_exit(exit_code: int | None) -> str:
+def describe_exit(exit_code: int | None, process: str = "The kernel process") -> str:
     """Say in words how a process ended, from a ``Popen.returncode``-style code."""
     import signal
 
     if exit_code is None:
-        return "The kernel process exited."
+        return f"{process} exited."
     if exit_code < 0:
         try:
             name = signal.Signals(-exit_code).name
         except ValueError:
             name = f"signal {-exit_code}"
-        return f"The kernel process was killed by {name}."
-    return f"The kernel process exited with code {exit_code}."
+        return f"{process} was killed by {name}."
+    return f"{process} exited with code {exit_code}."

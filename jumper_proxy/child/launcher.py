@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jumper_proxy.errors import ChildError
+from jumper_proxy.errors import ChildError, describe_exit
 
 #: removed from the kernel's environment: the bindings set them up themselves on start
 STRIPPED_ENV = ("LD_PRELOAD", "SCOREP_PYTHON_BINDINGS_INITIALISED")
@@ -59,13 +59,7 @@ class ChildResult:
 
 def describe_child_exit(returncode: int) -> str:
     """Say in words how the child ended."""
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"The Score-P child process was killed by {name}."
-    return f"The Score-P child process exited with code {returncode}."
+    return describe_exit(returncode, "The Score-P child process")
 
 
 def build_child_command(
