@@ -162,8 +162,11 @@ def build_table() -> MagicTable:
         ctx.out.stream(help_text(table))
 
     table.add(Magic("jumper_help", jumper_help, "list the proxy's magics"))
-    from jumper_proxy.magics import monitoring, scorep  # the families import this module
+    # the families import this module
+    from jumper_proxy.magics import monitoring, multicell, scorep, writefile
 
     monitoring.register(table)
     scorep.register(table)
+    marking = multicell.register(table)
+    writefile.register(table, marking)
     return table
