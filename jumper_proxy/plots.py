@@ -29,7 +29,7 @@ from bokeh.plotting import figure
 from bokeh.resources import Resources
 
 from jumper_proxy.errors import MagicError
-from jumper_proxy.monitor.store import METRICS, CellRecord, sample_count
+from jumper_proxy.monitor.store import METRICS, CellRecord, interval_mean, sample_count
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -96,7 +96,7 @@ def summary_text(record: CellRecord) -> str:
         return f"{head}, {why}"
     lines = [
         f"{head}, {n} samples",
-        f"  CPU: mean {_time_mean(s['time_s'], s['cpu_percent']):.1f} %, "
+        f"  CPU: mean {interval_mean(s['time_s'], s['cpu_percent']):.1f} %, "
         f"max {max(s['cpu_percent']):.1f} % (100 % = one core)",
         f"  Memory: peak {_bytes(max(s['memory_rss_bytes']))} RSS, "
         f"node up to {max(s['memory_percent']):.1f} %",
@@ -108,7 +108,7 @@ def summary_text(record: CellRecord) -> str:
     for gpu, (times, util) in enumerate(_per_item(s["time_s"], s["gpu_util_percent"])):
         peak = max(memory[gpu][1], default=0) if gpu < len(memory) else 0
         lines.append(
-            f"  GPU {gpu}: mean {_time_mean(times, util):.1f} %, max {max(util):.1f} %, "
+            f"  GPU {gpu}: mean {interval_mean(times, util):.1f} %, max {max(util):.1f} %, "
             f"memory up to {_bytes(peak)}"
         )
     return "\n".join(lines)
@@ -337,17 +337,6 @@ def _offsets(records: Sequence[CellRecord]) -> list[float]:
 def _end(record: CellRecord) -> float:
     times: list[float] = record.samples.get("time_s") or [0.0]
     return max(record.duration, times[-1])
-
-
-def _time_mean(times: Sequence[float], values: Sequence[float]) -> float:
-    """Mean of per-interval rates, each weighted by its interval (the first starts at 0)."""
-    total = weight = 0.0
-    before = 0.0
-    for t, v in zip(times, values, strict=False):
-        total += v * (t - before)
-        weight += t - before
-        before = t
-    return total / weight if weight > 0 else (sum(values) / len(values) if values else 0.0)
 
 
 def _scale(values: list[float], unit: str) -> tuple[float, str]:

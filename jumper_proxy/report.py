@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from jumper_proxy.monitor.store import interval_mean
+
 
 @dataclass(frozen=True)
 class ExecutedCell:
@@ -108,6 +110,7 @@ def _row(cell: ExecutedCell, record: Mapping[str, Any] | None) -> CellRow:
         if isinstance(recorded, Mapping):
             samples = recorded
     cpu = _numbers(samples.get("cpu_percent"))
+    times = _numbers(samples.get("time_s"))
     memory = _numbers(samples.get("memory_rss_bytes"))
     gpu_util = [max(row) for row in _device_rows(samples.get("gpu_util_percent")) if row]
     gpu_memory = [sum(row) for row in _device_rows(samples.get("gpu_memory_bytes")) if row]
@@ -115,7 +118,7 @@ def _row(cell: ExecutedCell, record: Mapping[str, Any] | None) -> CellRow:
         index=cell.index,
         status=cell.status,
         wall_s=wall_s,
-        cpu_percent_mean=sum(cpu) / len(cpu) if cpu else None,
+        cpu_percent_mean=_mean(times, cpu),
         cpu_percent_max=max(cpu) if cpu else None,
         memory_peak_bytes=int(max(memory)) if memory else None,
         io_read_bytes=_increase(samples.get("io_read_bytes")),
@@ -124,6 +127,13 @@ def _row(cell: ExecutedCell, record: Mapping[str, Any] | None) -> CellRow:
         gpu_memory_peak_bytes=int(max(gpu_memory)) if gpu_memory else None,
         code=_first_line(cell.source),
     )
+
+
+def _mean(times: list[float], cpu: list[float]) -> float | None:
+    """Time-weighted over the intervals the samples cover (the row at time 0 is the baseline)."""
+    if not cpu:
+        return None
+    return interval_mean(times, cpu) if len(times) == len(cpu) else sum(cpu) / len(cpu)
 
 
 def _numbers(values: object) -> list[float]:

@@ -10,7 +10,7 @@ index, code and timing stay), then the oldest records themselves.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ __all__ = [
     "PerfStore",
     "downsample",
     "finish_record",
+    "interval_mean",
     "merge_samples",
     "sample_count",
 ]
@@ -96,6 +97,18 @@ class CellRecord:
             },
             "samples_dropped": self.samples_dropped,
         }
+
+
+def interval_mean(times: Sequence[float], values: Sequence[float]) -> float:
+    """Mean of per-interval rates (``cpu_percent``...), each weighted by the interval that ends
+    at its ``time_s``; the baseline row at time 0 weighs nothing."""
+    total = weight = 0.0
+    before = 0.0
+    for t, v in zip(times, values, strict=False):
+        total += v * (t - before)
+        weight += t - before
+        before = t
+    return total / weight if weight > 0 else (sum(values) / len(values) if values else 0.0)
 
 
 def sample_count(samples: dict[str, list[Any]]) -> int:

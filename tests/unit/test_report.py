@@ -75,7 +75,7 @@ def test_rows_summarise_the_matched_record() -> None:
     record = _record(
         "work()",
         time_s=[0.0, 0.5, 1.0, 1.5],
-        cpu_percent=[50.0, 150.0, 190.0, 10.0],
+        cpu_percent=[0.0, 150.0, 140.0, 10.0],  # the first row is the baseline at time 0
         memory_rss_bytes=[100 * MIB, 300 * MIB, 250 * MIB, 100 * MIB],
         io_read_bytes=[1000, 1000, 5000, 5000],
         # a worker exits between the 3rd and 4th sample: its bytes leave the tree's sum
@@ -85,8 +85,8 @@ def test_rows_summarise_the_matched_record() -> None:
     (row,) = build_rows(cells, [record])
 
     assert row.wall_s == 2.0
-    assert row.cpu_percent_mean == 100.0
-    assert row.cpu_percent_max == 190.0
+    assert row.cpu_percent_mean == 100.0  # time-weighted: the baseline row weighs nothing
+    assert row.cpu_percent_max == 150.0
     assert row.memory_peak_bytes == 300 * MIB
     assert row.io_read_bytes == 4000
     assert row.io_write_bytes == 8192
