@@ -147,16 +147,14 @@ def graph_layout(
         )
         for i, (name, xs, ys, cell) in enumerate(lines):
             color = Category10_10[(cell if len(records) > 1 and not timeline else i) % 10]
-            style: dict[str, Any] = {"mode": "before"} if panel.rate else {}
-            (fig.step if panel.rate else fig.line)(
-                x=xs,
-                y=[y / scale for y in ys],
+            scaled = [y / scale for y in ys]
+            fig.line(
+                *(steps(xs, scaled) if panel.rate else (xs, scaled)),
                 name=name,
                 legend_label=name,
                 color=color,
                 line_width=1.2 if panel.per_item == "core" else 2,
                 line_dash="dashed" if "io_write" in name else "solid",
-                **style,
             )
         fig.add_tools(
             HoverTool(
@@ -221,6 +219,24 @@ def live_bundle(
             text += " · GPU " + ", ".join(f"{u:.0f} %" for u in snapshot["gpu_util_percent"])
     style = "font-family: monospace; padding: 2px 0; color: #555"
     return {"text/plain": text, "text/html": f'<div style="{style}">{html.escape(text)}</div>'}
+
+
+def steps(xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float], list[float]]:
+    """The corners of a step line where each ``y`` holds over the interval ending at its ``x``.
+
+    Drawn as a plain line (which, unlike bokeh's step glyph, answers the hover tool). A NaN
+    (a break between cells on a timeline) stays a break.
+    """
+    out_x: list[float] = []
+    out_y: list[float] = []
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        if i == 0 or math.isnan(ys[i - 1]) or math.isnan(y):  # a start, or either side of a break
+            out_x.append(x)
+            out_y.append(y)
+            continue
+        out_x += [xs[i - 1], x]
+        out_y += [y, y]
+    return out_x, out_y
 
 
 def _count(n: int, one: str, many: str) -> str:

@@ -124,7 +124,8 @@ def test_default_metrics_leave_out_gpu_without_data() -> None:
 def test_chosen_metrics_and_byte_scaling() -> None:
     layout = graph_layout([known_record()], ["memory_rss_bytes", "cpu_percent_per_core"])
     lines = lines_of(layout)
-    assert lines == {"core 0": [90.0, 40.0, 20.0], "core 1": [10.0, 10.0, 5.0],
+    # rates hold over the interval before each sample: steps; memory is read at each sample
+    assert lines == {"core 0": [90.0, 40.0, 40.0, 20.0, 20.0], "core 1": [10.0, 10.0, 10.0, 5.0, 5.0],
                      "memory_rss_bytes": [1.0, 3.0, 2.0]}  # fmt: skip
     assert "MiB" in {f.yaxis[0].axis_label for f in layout.select({"type": figure})}
 
@@ -174,8 +175,10 @@ def test_the_timeline_marks_every_cell_on_one_axis() -> None:
     assert spans == sorted([("cell 0", 0.0), ("cell 1", 4.0), ("cell 2", 4.5)] * 2)
     cpu = next(r for r in layout.select({"type": GlyphRenderer}) if r.name == "cpu_percent")
     xs, ys = cpu.data_source.data["x"], cpu.data_source.data["y"]
-    assert xs[:3] == [1.0, 2.0, 4.0] and xs[4:] == [5.5, 6.5, 8.5]
-    assert math.isnan(ys[3])  # the line breaks between cells
+    assert xs[:5] == [1.0, 1.0, 2.0, 2.0, 4.0] and xs[-5:] == [5.5, 5.5, 6.5, 6.5, 8.5]
+    assert ys[:5] == [100.0, 50.0, 50.0, 25.0, 25.0]
+    assert math.isnan(ys[5])  # the line breaks between cells: nothing drawn over cell 1
+    assert ys[6] == 100.0 and xs[6] == 5.5
     text = graph_bundle(records, timeline=True)["text/plain"]
     assert text.startswith("Cells 0 to 2: 8.50 s in total")
     assert all(f"Cell {i} (ok)" in text for i in range(3))
@@ -196,3 +199,16 @@ def test_live_bundle() -> None:
         "written 10.0 MiB · 2 processes, 6 threads · GPU 0 %"
     )
     assert "<script" not in bundle["text/html"] and "12.3 s" in bundle["text/html"]
+
+
+def test_rates_are_drawn_as_steps_over_the_interval_they_cover() -> None:
+    from jumper_proxy.plots import steps
+
+    xs, ys = steps([0.0, 0.5, 1.0], [0.0, 80.0, 40.0])
+    assert xs == [0.0, 0.0, 0.5, 0.5, 1.0]
+    assert ys == [0.0, 80.0, 80.0, 40.0, 40.0]
+    nan = float("nan")
+    xs, ys = steps([0.0, 1.0, 1.0, 1.5, 2.0], [0.0, 50.0, nan, 0.0, 30.0])
+    assert xs[:3] == [0.0, 0.0, 1.0] and ys[:3] == [0.0, 50.0, 50.0]
+    assert math.isnan(ys[3])  # the break between two cells stays a break
+    assert (xs[4:], ys[4:]) == ([1.5, 1.5, 2.0], [0.0, 30.0, 30.0])  # nothing across the gap
