@@ -115,11 +115,6 @@ class Message:
         self.frames[3] = session.pack(content)
         self.presigned = None
 
-    def metadata(self) -> dict[str, Any]:
-        raw = self.frames[2]
-        value: dict[str, Any] = json.loads(raw.bytes if isinstance(raw, zmq.Frame) else raw)
-        return value
-
     def as_parent(self) -> dict[str, Any]:
         """The header to put as ``parent_header`` of messages answering this one."""
         return self.header

@@ -37,7 +37,6 @@ class Request:
     msg: Message
     cell: Cell
     content: dict[str, Any]
-    submitted: float = field(default_factory=time.time)
     started: float | None = None
     reply_status: str | None = None
     idle: bool = False
