@@ -19,6 +19,7 @@ from typing import Any
 import zmq
 
 from jumper_proxy import __version__
+from jumper_proxy.child.session import remove_stale_segments
 from jumper_proxy.config import ProxyConfig
 from jumper_proxy.errors import JumperError, UpstreamDied
 from jumper_proxy.magics import build_table, complete_magic, inspect_magic
@@ -119,6 +120,9 @@ class Proxy:
         task.add_done_callback(self._background.discard)
 
     async def _boot(self) -> None:
+        removed = remove_stale_segments()
+        if removed:
+            log.info("Removed %d shared-memory segments of proxies that died", len(removed))
         try:
             await self.upstream.start()
         except JumperError as exc:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -28,6 +29,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
+
+import psutil
 
 from jumper_proxy.child import transport
 from jumper_proxy.child.launcher import (
@@ -296,7 +299,7 @@ def _new_store(
     cwd: Path,
 ) -> transport.Store:
     if settings.mode == transport.MEMORY:
-        return transport.Store(transport.MEMORY, transport.new_shm_prefix())
+        return transport.Store(transport.MEMORY, transport.new_shm_prefix(os.getpid()))
     base = (
         settings.persistence_dir
         or kernel_env.get("SCOREP_KERNEL_PERSISTENCE_DIR")
@@ -375,3 +378,23 @@ def _outcome(
 
 def _lap(since: float) -> float:
     return time.monotonic() - since
+
+
+def remove_stale_segments(shm_dir: str = transport.SHM_DIR) -> list[str]:
+    """Remove this user's shared-memory segments of proxies that died mid-cell; their names."""
+    removed = []
+    for path in Path(shm_dir).glob("jp*_*"):
+        owner = path.name[2:].split("_", 1)[0]
+        try:
+            if not owner.isdigit() or path.stat().st_uid != os.getuid():
+                continue
+            alive = psutil.Process(int(owner)).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            alive = False
+        except (OSError, psutil.Error):
+            continue
+        if not alive:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path.name)
+    return removed

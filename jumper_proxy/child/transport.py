@@ -39,9 +39,13 @@ SHM_DIR = "/dev/shm"
 _IO_CHUNK = 1 << 30
 
 
-def new_shm_prefix() -> str:
-    """A fresh, unguessable name prefix for one cell's segments (short: macOS allows 31 chars)."""
-    return "jp" + secrets.token_hex(6)
+def new_shm_prefix(owner: int) -> str:
+    """A fresh, unguessable name prefix for one cell's segments (short: macOS allows 31 chars).
+
+    It starts with ``jp<owner>_``, the pid of the proxy that owns the cell, so that segments
+    left behind by a proxy that was killed can be recognised and removed later.
+    """
+    return f"jp{owner}_{secrets.token_hex(5)}"
 
 
 def make_private_dir(base: str | None = None, prefix: str = "jumper-handover-") -> str:

@@ -37,7 +37,7 @@ def new_store(tmp_path: Path) -> Iterator[StoreFactory]:
 
     def make(mode: str) -> transport.Store:
         if mode == transport.MEMORY:
-            where = transport.new_shm_prefix()
+            where = transport.new_shm_prefix(os.getpid())
         else:
             where = transport.make_private_dir(str(tmp_path / "persist"))
         stores.append(transport.Store(mode, where))
@@ -312,7 +312,7 @@ def test_segments_cross_processes_without_resource_tracker_noise() -> None:
         assert resource_tracker._resource_tracker._fd is None, "resource tracker started"
         """
     )
-    prefix = transport.new_shm_prefix()
+    prefix = transport.new_shm_prefix(os.getpid())
     created = subprocess.run(
         [sys.executable, "-c", program, "create", prefix], capture_output=True, text=True
     )

@@ -8,6 +8,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 import textwrap
 import time
@@ -131,8 +133,8 @@ def scene(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Scene:
     prefixes: list[str] = []
     new_prefix = transport.new_shm_prefix
 
-    def recorded_prefix() -> str:
-        prefixes.append(new_prefix())
+    def recorded_prefix(owner: int) -> str:
+        prefixes.append(new_prefix(owner))
         return prefixes[-1]
 
     monkeypatch.setattr(transport, "new_shm_prefix", recorded_prefix)
@@ -461,3 +463,17 @@ def test_unwritable_persistence_dir_is_a_handover_error(scene: Scene) -> None:
     with pytest.raises(HandoverError, match="Cannot prepare the Score-P cell"):
         scene.play(scene.cell("x = 1", settings))
     assert scene.leftovers() == []
+
+
+def test_segments_of_a_dead_proxy_are_removed_and_others_kept(tmp_path: Path) -> None:
+    from jumper_proxy.child.session import remove_stale_segments
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / transport.new_shm_prefix(dead.pid)
+    mine = tmp_path / transport.new_shm_prefix(os.getpid())
+    other = tmp_path / "unrelated"
+    for path in (stale, mine, other):
+        path.write_bytes(b"x")
+    assert remove_stale_segments(str(tmp_path)) == [stale.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other.name])
