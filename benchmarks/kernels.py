@@ -43,10 +43,14 @@ def proxy_kernelspec(env: dict[str, str] | None = None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def kernel(name: str, env: dict[str, str] | None = None) -> Iterator[Kernel]:
+def kernel(
+    name: str, env: dict[str, str] | None = None, cwd: str | None = None
+) -> Iterator[Kernel]:
     kwargs: dict[str, Any] = {"startup_timeout": 60}
     if env:
         kwargs["env"] = {**os.environ, **env}
+    if cwd:
+        kwargs["cwd"] = cwd
     km, kc = start_new_kernel(kernel_name=name, **kwargs)
     try:
         yield km, kc

@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,11 @@ def scorep_benchmarks(quick: bool) -> dict[str, Any]:
     """Score-P cells through the proxy (stand-in scorep), and the handover in detail."""
     env = stand_in_env()
     results: dict[str, Any] = {}
-    with proxy_kernelspec(env={"PYTHONPATH": env["PYTHONPATH"]}) as name, kernel(name) as proxy:
+    with (
+        tempfile.TemporaryDirectory() as cwd,  # where Score-P writes its experiments
+        proxy_kernelspec(env={"PYTHONPATH": env["PYTHONPATH"]}) as name,
+        kernel(name, cwd=cwd) as proxy,
+    ):
         kc = proxy[1]
         runs = 3 if quick else 7
         empty = [execute(kc, "%%execute_with_scorep\npass")[0] for _ in range(runs + 1)][1:]
