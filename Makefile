@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck bench clean
+.PHONY: install demo test lint typecheck bench bench-peers clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python run.py
+
+# optional, a few minutes: the original JUmPER kernel from PyPI (in benchmarks/.peers-venv) too
+bench-peers: $(STAMP)
+	cd benchmarks && ../$(BIN)/python bench_peers.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info examples/demo.out.ipynb benchmarks/results
