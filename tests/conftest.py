@@ -44,3 +44,12 @@ def proxy_kernelspec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture
+def scorep_stand_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The stand-in ``scorep`` importable in this process for the test, forgotten afterwards."""
+    monkeypatch.syspath_prepend(str(FAKE_SCOREP))
+    yield
+    for name in [n for n in sys.modules if n == "scorep" or n.startswith("scorep.")]:
+        del sys.modules[name]

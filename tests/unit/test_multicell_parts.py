@@ -4,13 +4,9 @@ cells, the marking state, and which cells the mode takes."""
 from __future__ import annotations
 
 import ast
-import contextlib
 import os
-import sys
-from collections.abc import Iterator
 
 import pytest
-from conftest import FAKE_SCOREP
 
 from jumper_proxy.cells import parse_cell
 from jumper_proxy.errors import MagicError
@@ -23,17 +19,6 @@ from jumper_proxy.magics.multicell import (
     to_python,
     trim_blank_lines,
 )
-
-
-@contextlib.contextmanager
-def fake_scorep(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The stand-in ``scorep`` importable for the block, forgotten afterwards."""
-    monkeypatch.syspath_prepend(str(FAKE_SCOREP))
-    try:
-        yield
-    finally:
-        for name in [n for n in sys.modules if n == "scorep" or n.startswith("scorep.")]:
-            del sys.modules[name]
 
 
 def test_magic_lines_are_dropped_where_statements_start() -> None:
@@ -102,7 +87,7 @@ def test_trim_blank_lines() -> None:
 
 
 def test_the_marked_cells_become_one_program_with_headers_in_order(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    scorep_stand_in: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = combined_code(["\nvalue = 1\nprint('one', value)\n", "value += 1\nprint('two', value)"])
     tree = ast.parse(code)
@@ -110,8 +95,7 @@ def test_the_marked_cells_become_one_program_with_headers_in_order(
     assert len(headers) == 2
     assert all("instrumenter.disable()" in ast.unparse(h.items[0]) for h in headers)
     namespace: dict[str, object] = {}
-    with fake_scorep(monkeypatch):
-        exec(compile(code, "<block>", "exec"), namespace)
+    exec(compile(code, "<block>", "exec"), namespace)
     assert namespace["value"] == 2
     assert capsys.readouterr().out == "--- cell 1 of 2 ---\none 1\n--- cell 2 of 2 ---\ntwo 2\n"
 

@@ -4,13 +4,9 @@ state, and which cells the mode takes."""
 from __future__ import annotations
 
 import ast
-import contextlib
 import shlex
-import sys
-from collections.abc import Iterator
 
 import pytest
-from conftest import FAKE_SCOREP
 
 from jumper_proxy.cells import parse_cell
 from jumper_proxy.errors import MagicError
@@ -41,17 +37,6 @@ class Box:
     size = 3
 '''
 MEASURED = "%%execute_with_scorep\nmeasured = sum(roots) * Box.size\nprint(text, measured)\n"
-
-
-@contextlib.contextmanager
-def fake_scorep(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The stand-in ``scorep`` importable for the block, forgotten afterwards."""
-    monkeypatch.syspath_prepend(str(FAKE_SCOREP))
-    try:
-        yield
-    finally:
-        for name in [n for n in sys.modules if n == "scorep" or n.startswith("scorep.")]:
-            del sys.modules[name]
 
 
 def recorded_script() -> str:
@@ -98,12 +83,11 @@ def test_a_multi_line_string_is_not_indented_with_its_cell() -> None:
 
 
 def test_the_script_runs_like_the_cells_in_order(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    scorep_stand_in: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("GREETING", raising=False)
     namespace: dict[str, object] = {"__name__": "__main__"}
-    with fake_scorep(monkeypatch):
-        exec(compile(recorded_script(), "prog.py", "exec"), namespace)
+    exec(compile(recorded_script(), "prog.py", "exec"), namespace)
     # names assigned inside the wrapping `with` stay module globals, as in the notebook
     assert namespace["roots"] == [0, 1, 1, 1, 2, 2, 2, 2, 2, 3]
     assert namespace["measured"] == 48
