@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from typing import Any
 
@@ -42,6 +43,18 @@ def run(
     msg_id = kc.execute(code, **kw)
     reply = shell_reply(kc, msg_id, timeout)
     return reply, collect(kc, msg_id, timeout)
+
+
+def ok(kc: BlockingKernelClient, code: str, timeout: float = 60) -> list[dict[str, Any]]:
+    """Execute ``code``, which must succeed; its IOPub messages."""
+    reply, msgs = run(kc, code, timeout=timeout)
+    assert reply["content"]["status"] == "ok", (reply["content"], [m["content"] for m in msgs])
+    return msgs
+
+
+def value(kc: BlockingKernelClient, expression: str) -> Any:
+    """The value of ``expression`` in the kernel, through JSON."""
+    return json.loads(stdout(ok(kc, f"import json as _json\nprint(_json.dumps({expression}))")))
 
 
 def stdout(messages: list[dict[str, Any]]) -> str:

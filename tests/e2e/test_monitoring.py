@@ -14,7 +14,16 @@ import pytest
 from conftest import PROXY_KERNEL
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
-from kernel_helpers import proxy_process, run, shell_reply, stdout, upstream_processes, wait_gone
+from kernel_helpers import (
+    ok,
+    proxy_process,
+    run,
+    shell_reply,
+    stdout,
+    upstream_processes,
+    value,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -47,12 +56,6 @@ def kernel(
 @pytest.fixture
 def kc(kernel: tuple[KernelManager, BlockingKernelClient]) -> BlockingKernelClient:
     return kernel[1]
-
-
-def ok(kc: BlockingKernelClient, code: str, timeout: float = 60) -> list[dict[str, Any]]:
-    reply, msgs = run(kc, code, timeout=timeout)
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return msgs
 
 
 def magic_error(kc: BlockingKernelClient, code: str) -> str:
@@ -250,9 +253,5 @@ def test_queued_cells_are_measured_apart(kc: BlockingKernelClient) -> None:
     for msg_id in (first, second):
         assert shell_reply(kc, msg_id, timeout=60)["content"]["status"] == "ok"
     ok(kc, "%%perfdata_to_variable queued")
-    peaks = value_of(kc, "[max(r['samples']['memory_rss_bytes']) for r in queued[-2:]]")
+    peaks = value(kc, "[max(r['samples']['memory_rss_bytes']) for r in queued[-2:]]")
     assert peaks[1] - peaks[0] >= 350 * 1024 * 1024, peaks  # the 400 MB belong to the second
-
-
-def value_of(kc: BlockingKernelClient, expression: str) -> Any:
-    return json.loads(stdout(ok(kc, f"import json\nprint(json.dumps({expression}))")))

@@ -16,7 +16,7 @@ import pytest
 from conftest import SCOREP_KERNEL
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
-from kernel_helpers import run, shell_reply, stdout
+from kernel_helpers import ok, run, shell_reply, stdout, value
 
 pytestmark = pytest.mark.e2e
 
@@ -29,12 +29,6 @@ def kc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BlockingKernelClien
     yield client
     client.stop_channels()
     km.shutdown_kernel()
-
-
-def ok(kc: BlockingKernelClient, code: str, timeout: float = 60) -> list[dict[str, Any]]:
-    reply, msgs = run(kc, code, timeout=timeout)
-    assert reply["content"]["status"] == "ok", (reply["content"], [m["content"] for m in msgs])
-    return msgs
 
 
 def failed(kc: BlockingKernelClient, code: str, timeout: float = 60) -> dict[str, Any]:
@@ -50,10 +44,6 @@ def stderr(messages: list[dict[str, Any]]) -> str:
         for m in messages
         if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"
     )
-
-
-def value(kc: BlockingKernelClient, expression: str) -> Any:
-    return json.loads(stdout(ok(kc, f"import json as _json\nprint(_json.dumps({expression}))")))
 
 
 def peek(kc: BlockingKernelClient, expression: str) -> Any:

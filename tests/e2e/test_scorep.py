@@ -18,7 +18,7 @@ import pytest
 from conftest import PROXY_KERNEL, SCOREP_KERNEL
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
-from kernel_helpers import run, shell_reply, stdout
+from kernel_helpers import ok, run, shell_reply, stdout, value
 
 pytestmark = pytest.mark.e2e
 
@@ -41,22 +41,12 @@ def kc(kernel: tuple[KernelManager, BlockingKernelClient, Path]) -> BlockingKern
     return kernel[1]
 
 
-def ok(kc: BlockingKernelClient, code: str, timeout: float = 60) -> list[dict[str, Any]]:
-    reply, msgs = run(kc, code, timeout=timeout)
-    assert reply["content"]["status"] == "ok", (reply["content"], [m["content"] for m in msgs])
-    return msgs
-
-
 def failed(
     kc: BlockingKernelClient, code: str, timeout: float = 60
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     reply, msgs = run(kc, code, timeout=timeout)
     assert reply["content"]["status"] == "error", reply["content"]
     return reply["content"], msgs
-
-
-def value(kc: BlockingKernelClient, expression: str) -> Any:
-    return json.loads(stdout(ok(kc, f"import json as _json\nprint(_json.dumps({expression}))")))
 
 
 def shm_segments() -> set[str]:

@@ -19,7 +19,7 @@ import pytest
 from conftest import FAKE_SCOREP, SCOREP_KERNEL
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
-from kernel_helpers import run, stdout
+from kernel_helpers import ok, run, stdout, value
 
 pytestmark = pytest.mark.e2e
 
@@ -39,21 +39,11 @@ def kc(kernel: tuple[BlockingKernelClient, Path]) -> BlockingKernelClient:
     return kernel[0]
 
 
-def ok(kc: BlockingKernelClient, code: str, timeout: float = 60) -> list[dict[str, Any]]:
-    reply, msgs = run(kc, code, timeout=timeout)
-    assert reply["content"]["status"] == "ok", (reply["content"], [m["content"] for m in msgs])
-    return msgs
-
-
 def failed(kc: BlockingKernelClient, code: str) -> dict[str, Any]:
     reply, _ = run(kc, code)
     assert reply["content"]["status"] == "error", reply["content"]
     content: dict[str, Any] = reply["content"]
     return content
-
-
-def value(kc: BlockingKernelClient, expression: str) -> Any:
-    return json.loads(stdout(ok(kc, f"import json as _json\nprint(_json.dumps({expression}))")))
 
 
 SCOREP_ENV = (
