@@ -104,9 +104,10 @@ def test_a_sigkilled_proxy_leaves_no_upstream_process(
     children = [p.pid for p in upstream_processes(km)]
     assert children
     proxy_pid = proxy_process(km).pid
+    assert _runtime_dirs(proxy_pid)
     os.kill(proxy_pid, signal.SIGKILL)
     assert wait_gone(children, timeout=10) == []
-    assert _runtime_dirs(proxy_pid)  # nobody could clean up, until the next proxy starts:
+    # the killed proxy could not clean up; the next proxy that starts does:
     km2, kc2 = start_new_kernel(kernel_name=PROXY_KERNEL, startup_timeout=60)
     kc2.stop_channels()
     km2.shutdown_kernel(now=True)

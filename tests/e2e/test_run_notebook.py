@@ -68,16 +68,20 @@ def test_run_the_demo_through_the_proxy(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     nb = nbformat.read(executed, as_version=4)
     code_cells = [(i, cell) for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
-    assert len(code_cells) == 5
+    assert len(code_cells) == 8
     for _, cell in code_cells:
         assert cell.outputs, cell.source
         assert all(output.output_type != "error" for output in cell.outputs), cell.outputs
     assert "jumper_help" in str(code_cells[0][1].outputs)
     assert "held 200 MiB" in str(code_cells[2][1].outputs)
+    history, last, everything = (code_cells[i][1].outputs[0]["data"] for i in (5, 6, 7))
+    assert "import hashlib" in history["text/plain"]  # the monitored cells, listed
+    assert "Bokeh" in last["text/html"] and "CPU" in last["text/plain"]
+    assert "Cells 0 to 3" in everything["text/plain"]  # the four ordinary cells, back to back
 
-    progress = progress_lines(result.stderr, 5)
+    progress = progress_lines(result.stderr, 8)
     assert [line.split(":")[0] for line in progress] == [
-        f"[{n}/5] cell {i}" for n, (i, _) in enumerate(code_cells, start=1)
+        f"[{n}/8] cell {i}" for n, (i, _) in enumerate(code_cells, start=1)
     ]
     assert all(": ok in " in line for line in progress)
 
