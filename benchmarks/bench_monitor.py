@@ -6,12 +6,11 @@ Run: ``python benchmarks/bench_monitor.py``.
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
 import psutil
-from kernels import Kernel, execute, interleaved, kernel, median, proxy_kernelspec
+from kernels import Kernel, execute, interleaved, median, standalone
 
 CPU_BOUND = "s = 0\nfor i in range({n}):\n    s += i * i"
 SLEEP = "import time\ntime.sleep({seconds})"
@@ -100,13 +99,5 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
             )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    args = parser.parse_args()
-    with proxy_kernelspec() as name, kernel("python3") as plain, kernel(name) as proxy:
-        print_table(monitor_benchmarks(plain, proxy, args.quick))
-
-
 if __name__ == "__main__":
-    main()
+    standalone(__doc__, monitor_benchmarks, print_table)

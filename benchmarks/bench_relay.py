@@ -6,10 +6,9 @@ payload, interleaving the two kernels (A B A B ...). Run: ``python benchmarks/be
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
-from kernels import Kernel, execute, interleaved, kernel, median, proxy_kernelspec
+from kernels import Kernel, execute, interleaved, median, standalone
 
 PRINT_LINES = "for i in range(20000):\n    print(i)"
 DISPLAY_50MB = (
@@ -49,13 +48,5 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
         print(f"{name:<28} {plain:>10.2f}ms {proxy:>10.2f}ms {row['ratio']:>7.3f}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    args = parser.parse_args()
-    with proxy_kernelspec() as name, kernel("python3") as plain, kernel(name) as proxy:
-        print_table(relay_benchmarks(plain, proxy, args.quick))
-
-
 if __name__ == "__main__":
-    main()
+    standalone(__doc__, relay_benchmarks, print_table)

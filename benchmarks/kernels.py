@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import statistics
@@ -95,3 +96,16 @@ def interleaved(
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def standalone(
+    description: str | None,
+    measure: Callable[[Kernel, Kernel, bool], dict[str, dict[str, Any]]],
+    show: Callable[[dict[str, dict[str, Any]]], None],
+) -> None:
+    """Run one benchmark module on its own: plain ipykernel and the proxy, ``--quick`` or not."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = parser.parse_args()
+    with proxy_kernelspec() as name, kernel("python3") as plain, kernel(name) as proxy:
+        show(measure(plain, proxy, args.quick))
