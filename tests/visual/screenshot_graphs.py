@@ -21,6 +21,11 @@ What it does, offline and on 127.0.0.1 only:
 
 The screenshots are the point: look at them. The checks only catch what is plainly broken.
 
+It needs JupyterLab and Playwright in the virtual environment and Debian's Chromium (its own
+browser download is not used)::
+
+    .venv/bin/pip install jupyterlab playwright && apt-get install -y chromium
+
 Run from the checkout::
 
     .venv/bin/python tests/visual/screenshot_graphs.py /tmp/shots
