@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import zmq
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
@@ -35,6 +34,7 @@ from jupyter_client.session import Session
 
 from jumper_proxy.config import UpstreamSpec
 from jumper_proxy.errors import HiddenExecutionError, UpstreamDied, UpstreamError
+from jumper_proxy.leftovers import owner_is_gone
 from jumper_proxy.pump import Handler, Pump
 from jumper_proxy.relay import Message, forward_frames, new_frames, parse_frames
 
@@ -66,16 +66,7 @@ def _remove_stale_runtime_dirs() -> None:
     """
     base = Path(tempfile.gettempdir())
     for path in base.glob(f"{RUNTIME_PREFIX}*-*"):
-        pid_text = path.name[len(RUNTIME_PREFIX) :].split("-", 1)[0]
-        try:
-            if not pid_text.isdigit() or path.stat().st_uid != os.getuid():
-                continue
-            alive = psutil.Process(int(pid_text)).status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            alive = False
-        except (OSError, psutil.Error):
-            continue
-        if not alive:
+        if owner_is_gone(path, path.name[len(RUNTIME_PREFIX) :].split("-", 1)[0]):
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -30,8 +30,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psutil
-
 from jumper_proxy.child import transport
 from jumper_proxy.child.launcher import (
     SCOREP_INSTALL_HINT,
@@ -50,6 +48,7 @@ from jumper_proxy.errors import (
     HiddenExecutionError,
     ScorepNotFound,
 )
+from jumper_proxy.leftovers import owner_is_gone
 
 #: ``await run_hidden(code, expressions)``: run ``code`` silently in the user's namespace and
 #: return each expression's value as a literal; raises HiddenExecutionError when code raises
@@ -384,16 +383,7 @@ def remove_stale_segments(shm_dir: str = transport.SHM_DIR) -> list[str]:
     """Remove this user's shared-memory segments of proxies that died mid-cell; their names."""
     removed = []
     for path in Path(shm_dir).glob("jp*_*"):
-        owner = path.name[2:].split("_", 1)[0]
-        try:
-            if not owner.isdigit() or path.stat().st_uid != os.getuid():
-                continue
-            alive = psutil.Process(int(owner)).status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            alive = False
-        except (OSError, psutil.Error):
-            continue
-        if not alive:
+        if owner_is_gone(path, path.name[2:].split("_", 1)[0]):
             with contextlib.suppress(OSError):
                 path.unlink()
                 removed.append(path.name)
