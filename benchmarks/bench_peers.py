@@ -39,7 +39,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import queue
 import signal
 import subprocess
@@ -53,7 +52,7 @@ from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import start_new_kernel
-from kernels import Kernel, execute, median, proxy_kernelspec
+from kernels import Kernel, execute, machine, median, proxy_kernelspec
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -440,11 +439,7 @@ def main() -> None:
     started_at = time.perf_counter()
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "jumper": {
             "package": f"jumper-kernel=={version}",
             "venv": str(PEERS_VENV.relative_to(ROOT)),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -109,3 +111,12 @@ def standalone(
     args = parser.parse_args()
     with proxy_kernelspec() as name, kernel("python3") as plain, kernel(name) as proxy:
         show(measure(plain, proxy, args.quick))
+
+
+def machine() -> dict[str, Any]:
+    """What a result was measured on."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }

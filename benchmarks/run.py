@@ -12,9 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +23,7 @@ from bench_handover import print_table as print_handover
 from bench_handover import stand_in_env
 from bench_monitor import monitor_benchmarks
 from bench_relay import relay_benchmarks
-from kernels import Kernel, execute, kernel, median, proxy_kernelspec
+from kernels import Kernel, execute, kernel, machine, median, proxy_kernelspec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 GROUPS = ("relay", "monitor", "scorep", "memory")
@@ -90,11 +87,7 @@ def main() -> None:
     groups = [g for g in args.only.split(",") if g]
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
     }
     if {"relay", "monitor", "memory"} & set(groups):
         with proxy_kernelspec() as name, kernel("python3") as plain, kernel(name) as proxy:
