@@ -182,6 +182,8 @@ class Proxy:
             self._complete(msg)
         elif kind == "inspect_request" and self._inspect(msg):
             return
+        elif kind == "kernel_info_request":
+            self._forward_request(msg, channel, amend=self._rewrite_kernel_info)
         else:
             self._forward_request(msg, channel)
 
@@ -253,9 +255,7 @@ class Proxy:
             if not pending.waiter.done():
                 pending.waiter.set_result(msg)
             return
-        if msg.msg_type == "kernel_info_reply":
-            self._rewrite_kernel_info(msg)
-        elif pending is not None and pending.amend is not None:
+        if pending is not None and pending.amend is not None:
             pending.amend(msg)
         self.frontend.send(sock, msg)
 
