@@ -43,6 +43,8 @@ class Request:
     interrupted: asyncio.Event = field(default_factory=asyncio.Event)
     #: the proxy magic that answers this cell, once decided
     magic: Magic | None = None
+    #: the wait for an idle that comes late (after the reply)
+    idle_timer: asyncio.TimerHandle | None = None
 
     @property
     def msg_id(self) -> str:
@@ -212,8 +214,10 @@ class Scheduler:
         request.reply_status = str(msg.content().get("status", "ok"))
         if request.reply_status == "error" and request.stop_on_error:
             self._abort_queued()
-        if not request.idle:
-            asyncio.get_running_loop().call_later(IDLE_GRACE, self._force_idle, request)
+        if not request.idle and request.idle_timer is None:
+            request.idle_timer = asyncio.get_running_loop().call_later(
+                IDLE_GRACE, self._force_idle, request
+            )
         self._maybe_done(request)
         self.pump()
 
@@ -228,6 +232,8 @@ class Scheduler:
         """Finish the cell once its reply and idle are both in; the caller then calls pump()."""
         if request.reply_status is None or not request.idle:
             return
+        if request.idle_timer is not None:
+            request.idle_timer.cancel()
         del self.inflight[request.msg_id]
         for observer in self.observers:
             observer.cell_finished(request)

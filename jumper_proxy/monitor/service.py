@@ -2,8 +2,11 @@
 over the kernel's process tree (and any Score-P child beside it), records kept in the store,
 and the optional live view.
 
-Sampler threads are started and stopped on one worker thread, never in the event loop, so a
-cell's last sample never delays the relay; records are added in the order cells ran.
+A cell's baseline is read in the event loop right after its request has gone to the kernel
+(the loop is awake then; waking a thread would cost more), its samples on the sampling thread
+from the first period on, and its sampler is told to finish only once the cell's idle status
+is on its way: a cell shorter than one period wakes no thread at all, and no sample delays a
+reply. Records are added in the order cells ran.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -77,9 +80,10 @@ def settings_from_env(env: Mapping[str, str | None], current: MonitorSettings) -
 @dataclass
 class _Running:
     request: Request
-    started: Future[Sampler]
+    sampler: Sampler
     start_wall: float
     start_mono: float
+    sample_timer: asyncio.TimerHandle | None = None
     live_id: str | None = None
     live_timer: asyncio.TimerHandle | None = None
     index: int = -1
@@ -112,7 +116,6 @@ class Monitor:
         self.extra_roots: set[int] = set()
         self._running: dict[str, _Running] = {}
         self._finishing: deque[_Finishing] = deque()
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jumper-monitor")
         self._loop: asyncio.AbstractEventLoop | None = None
         #: called with each cell whose code may have changed the settings
         self.on_settings_touched: Callable[[], None] | None = None
@@ -128,38 +131,42 @@ class Monitor:
             return  # a frontend's silent housekeeping is not a cell of the user's
         self._loop = asyncio.get_running_loop()
         settings = self.settings
-        started = self._worker.submit(self._start_sampler, settings)
-        running = _Running(request, started, time.time(), time.monotonic())
-        self._running[request.msg_id] = running
-        if settings.live:
-            running.live_timer = self._loop.call_later(LIVE_AFTER_S, self._live, running)
-
-    def _start_sampler(self, settings: MonitorSettings) -> Sampler:
         # A cell whose rows, with a final one, would still be fewer than the reports asked for
         # keeps no samples (store.finish_record): it needs no final sample either.
         need = max(settings.reports_min, 1)
         sampler = Sampler(self.roots, settings.frequency_hz, self.gpu, min_rows=need)
-        sampler.start()
-        return sampler
+        # The loop is awake now and the request is on its way: the baseline costs less here
+        # than a thread woken to take it. The sampling thread takes over at the first sample.
+        sampler.begin()
+        running = _Running(request, sampler, time.time(), time.monotonic())
+        running.sample_timer = self._loop.call_later(sampler.interval_s, sampler.schedule)
+        self._running[request.msg_id] = running
+        if settings.live:
+            running.live_timer = self._loop.call_later(LIVE_AFTER_S, self._live, running)
 
     def cell_finished(self, request: Request) -> None:
         running = self._running.pop(request.msg_id, None)
         if running is None:
             return
-        if running.live_timer is not None:
-            running.live_timer.cancel()
+        for timer in (running.sample_timer, running.live_timer):
+            if timer is not None:
+                timer.cancel()
         if running.live_id is not None:  # the last word, before the cell's idle goes out
             self._send_live(running, self._live_bundle(running, finished=True), update=True)
-        samples = self._worker.submit(lambda: running.started.result().stop())
-        finishing = _Finishing(running, time.time(), time.monotonic(), samples)
-        self._finishing.append(finishing)
+        sampler = running.sampler
+        self._flush()
+        self._finishing.append(_Finishing(running, time.time(), time.monotonic(), sampler.samples))
         loop = self._loop or asyncio.get_running_loop()
-        finishing.samples.add_done_callback(lambda _: loop.call_soon_threadsafe(self._flush))
+        loop.call_soon(sampler.finish)  # once the idle this is called for has gone out
         if "JUMPER_" in request.cell.code and self.on_settings_touched is not None:
             self.on_settings_touched()
 
     def _flush(self) -> None:
-        """Store the records of finished cells, in the order the cells ran."""
+        """Store the records of finished cells, in the order the cells ran.
+
+        Done at the next cell's end and by :meth:`drain`, which everything reading the store
+        awaits first: the event loop is not woken for each cell's last sample.
+        """
         while self._finishing and self._finishing[0].samples.done():
             done = self._finishing.popleft()
             try:
@@ -202,8 +209,7 @@ class Monitor:
         running.live_timer = self._loop.call_later(LIVE_EVERY_S, self._live, running)
 
     def _live_bundle(self, running: _Running, finished: bool = False) -> dict[str, Any]:
-        sampler = running.started.result() if running.started.done() else None
-        snapshot = sampler.snapshot() if sampler is not None else None
+        snapshot = running.sampler.snapshot()
         index = self.store.next_index + len(self._finishing)  # the index its record will get
         elapsed = time.monotonic() - running.start_mono
         return live_bundle(index, elapsed, snapshot, finished=finished)
@@ -220,9 +226,7 @@ class Monitor:
 
     def close(self) -> None:
         for running in self._running.values():
-            if running.started.done() and running.started.exception() is None:
-                running.started.result().stop()
+            running.sampler.stop()
         self._running.clear()
-        self._worker.shutdown(wait=True)
         if self.gpu is not None:
             self.gpu.close()

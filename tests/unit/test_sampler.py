@@ -280,7 +280,7 @@ input()
     assert len(late) >= 5 and max(late) < 50
 
 
-def test_stop_is_prompt_and_leaves_no_thread() -> None:
+def test_stop_is_prompt_and_samplers_share_one_thread() -> None:
     sampler = Sampler(lambda: [], frequency_hz=0.1)
     sampler.start()
     t0 = time.monotonic()
@@ -288,8 +288,26 @@ def test_stop_is_prompt_and_leaves_no_thread() -> None:
     assert time.monotonic() - t0 < 0.25
     assert samples["time_s"][0] == 0.0  # the baseline row
     assert len(samples["time_s"]) == 2  # and the final one
-    assert not [t for t in threading.enumerate() if t.name == "jumper-sampler"]
     assert sampler.stop() is samples
+    assert sampler.samples.result() is samples
+    many = [Sampler(lambda: [], frequency_hz=50) for _ in range(20)]
+    for each in many:
+        each.start()
+    threading.Event().wait(0.1)
+    assert len([t for t in threading.enumerate() if t.name == "jumper-sampler"]) == 1
+    for each in many:
+        assert len(each.stop()["time_s"]) >= 3
+
+
+def test_samplers_running_at_once_keep_their_own_pace() -> None:
+    slow = Sampler(lambda: [], frequency_hz=4)
+    fast = Sampler(lambda: [], frequency_hz=40)
+    slow.start()
+    fast.start()
+    threading.Event().wait(1.0)
+    slow_times, fast_times = slow.stop()["time_s"], fast.stop()["time_s"]
+    assert 4 <= len(slow_times) <= 7
+    assert 30 <= len(fast_times) <= 45
 
 
 def test_frequency_is_respected() -> None:
@@ -359,3 +377,56 @@ def test_no_final_sample_for_a_cell_too_short_to_keep_samples() -> None:
     kept = Sampler(lambda: [os.getpid()], frequency_hz=1, min_rows=1)
     kept.start()
     assert len(kept.stop()["time_s"]) == 2  # baseline and final
+
+
+def test_a_sampler_begun_in_the_caller_finishes_there_unless_scheduled() -> None:
+    inline = Sampler(lambda: [os.getpid()], frequency_hz=20, min_rows=0)
+    inline.begin()
+    threading.Event().wait(0.3)  # not scheduled: no periodic samples
+    inline.finish()
+    assert inline.samples.done()  # resolved in this thread, no waiting
+    samples = inline.samples.result()
+    assert samples["time_s"][0] == 0.0 and len(samples["time_s"]) == 2
+    assert samples["num_procs"] == [1, 1] and samples["cpu_percent"][1] >= 0
+
+    handed_over = Sampler(lambda: [os.getpid()], frequency_hz=20)
+    handed_over.begin()
+    handed_over.schedule()
+    threading.Event().wait(0.5)
+    times = handed_over.stop()["time_s"]
+    assert times[0] == 0.0 and len(times) >= 6
+    assert all(b > a for a, b in itertools.pairwise(times))
+    with pytest.raises(MonitorError, match="already started"):
+        handed_over.begin()
+
+
+def test_the_process_list_is_read_again_only_when_a_process_can_have_appeared(
+    monkeypatch: pytest.MonkeyPatch, spawn: Spawn
+) -> None:
+    from jumper_proxy.monitor import sampler as sampler_module
+
+    table = sampler_module._ProcessTable()
+    monkeypatch.setattr(sampler_module, "_TABLE", table)
+    listings = []
+    real_pids = sampler_module._READER.pids
+    monkeypatch.setattr(sampler_module._READER, "pids", lambda: listings.append(1) or real_pids())
+    root = spawn(
+        """
+import subprocess, sys
+input()
+# the child lives until the root ends (its stdin closes)
+child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                         stdin=subprocess.PIPE)
+input()
+"""
+    )
+    sampler = Sampler(lambda: [root.pid], frequency_hz=20)
+    sampler.begin()
+    for _ in range(3):
+        sampler._sample(time.monotonic())
+    quiet = len(listings)
+    tell(root)  # it starts a child: the next sample must list the processes and find it
+    wait_for(lambda: (sampler._sample(time.monotonic()) or True) and len(listings) > quiet)
+    wait_for(lambda: sampler._sample(time.monotonic())["num_procs"] == 2)
+    assert sampler.stop()["num_procs"][0] == 1
+    assert quiet <= 2  # the baseline's listing, and at most one for a fork elsewhere
