@@ -35,7 +35,8 @@ def proxy_kernelspec(env: dict[str, str] | None = None) -> Iterator[str]:
             env=env,
         )
         old = os.environ.get("JUPYTER_PATH")
-        os.environ["JUPYTER_PATH"] = os.path.join(prefix, "share", "jupyter")
+        here = os.path.join(prefix, "share", "jupyter")
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (here, old) if p)
         try:
             yield PROXY_KERNEL
         finally:

@@ -109,22 +109,27 @@ def print_report(results: dict[str, Any]) -> None:
     machine = results["machine"]
     when, cpus, python = results["when"], machine["cpus"], machine["python"]
     print(f"jumper-proxy benchmarks, {when}, {cpus} CPUs, Python {python}")
+    if "relay" in results:
+        print("(floor: a minimal relay that only verifies, re-signs and forwards, in its own")
+        print(" process: what any relay costs here; see benchmarks/min_relay.py)")
     if "monitor" in results:
         print("(same work: the plain wall time plus the time the proxy's cell lost beyond its")
         print(" kernel's CPU time, over the plain wall time; see benchmarks/bench_monitor.py)")
     rows = {**results.get("relay", {}), **results.get("monitor", {})}
     if rows:
-        header = f"{'plain':>10} {'proxy':>10} {'ratio':>7} {'same work':>10} {'proxy CPU':>12}"
-        print(f"\n{'':<30} {header}")
+        header = f"{'plain':>10} {'proxy':>10} {'ratio':>7} {'floor':>7} {'same work':>10}"
+        print(f"\n{'':<30} {header} {'proxy CPU':>10}")
     for name, row in rows.items():
         if "ratio" in row:
             cpu = f"{row['proxy_core_percent']:.2f} %" if "proxy_core_percent" in row else ""
+            floor = f"{row['floor_ratio']:.3f}" if "floor_ratio" in row else ""
             same = f"{row['ratio_same_work']:.3f}" if "ratio_same_work" in row else ""
             plain, proxy = _t(row["plain_s"]), _t(row["proxy_s"])
-            print(f"{name:<30} {plain:>10} {proxy:>10} {row['ratio']:>7.3f} {same:>10} {cpu:>12}")
+            ratios = f"{row['ratio']:>7.3f} {floor:>7} {same:>10}"
+            print(f"{name:<30} {plain:>10} {proxy:>10} {ratios} {cpu:>10}")
         else:
             cpu = f"{row['proxy_core_percent']:.3f} %"
-            print(f"{name:<30} {'':>10} {_t(row['cell_s']):>10} {'':>7} {'':>10} {cpu:>12}")
+            print(f"{name:<30} {'':>10} {_t(row['cell_s']):>10} {'':>7} {'':>7} {'':>10} {cpu:>10}")
     if "memory" in results:
         m = results["memory"]
         print(
