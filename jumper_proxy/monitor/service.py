@@ -3,10 +3,11 @@ over the kernel's process tree (and any Score-P child beside it), records kept i
 and the optional live view.
 
 A cell's baseline is read in the event loop right after its request has gone to the kernel
-(the loop is awake then; waking a thread would cost more), its samples on the sampling thread
-from the first period on, and its sampler is told to finish only once the cell's idle status
-is on its way: a cell shorter than one period wakes no thread at all, and no sample delays a
-reply. Records are added in the order cells ran.
+(the loop is awake then; waking a thread would cost more), unless the kernel's tree had more
+than a few processes when last seen. Its samples are taken on the sampling thread from the
+first period on, and its sampler is told to finish only once the cell's idle status is on its
+way: a short cell of a small tree wakes no thread at all, and no sample delays a reply.
+Records are added in the order cells ran.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 FREQUENCY_VAR = "JUMPER_REPORT_FREQUENCY"
 REPORTS_MIN_VAR = "JUMPER_REPORTS_MIN"
+#: up to this many processes in the kernel's tree, a cell's baseline is read in the event loop
+INLINE_BASELINE_MAX_PROCS = 16
 #: a cell running longer than this gets a live display (when the live view is on)
 LIVE_AFTER_S = 2.0
 LIVE_EVERY_S = 1.0
@@ -116,6 +119,7 @@ class Monitor:
         self.extra_roots: set[int] = set()
         self._running: dict[str, _Running] = {}
         self._finishing: deque[_Finishing] = deque()
+        self._last_sampler: Sampler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         #: called with each cell whose code may have changed the settings
         self.on_settings_touched: Callable[[], None] | None = None
@@ -135,11 +139,17 @@ class Monitor:
         # keeps no samples (store.finish_record): it needs no final sample either.
         need = max(settings.reports_min, 1)
         sampler = Sampler(self.roots, settings.frequency_hz, self.gpu, min_rows=need)
-        # The loop is awake now and the request is on its way: the baseline costs less here
-        # than a thread woken to take it. The sampling thread takes over at the first sample.
-        sampler.begin()
         running = _Running(request, sampler, time.time(), time.monotonic())
-        running.sample_timer = self._loop.call_later(sampler.interval_s, sampler.schedule)
+        last = self._last_sampler.snapshot() if self._last_sampler is not None else None
+        self._last_sampler = sampler
+        if last is None or last["num_procs"] <= INLINE_BASELINE_MAX_PROCS:
+            # The loop is awake now and the request is on its way: the baseline costs less
+            # here than a thread woken to take it. The sampling thread takes over at the first
+            # sample.
+            sampler.begin()
+            running.sample_timer = self._loop.call_later(sampler.interval_s, sampler.schedule)
+        else:  # a large tree takes a while to read: not in the relay's loop
+            sampler.start()
         self._running[request.msg_id] = running
         if settings.live:
             running.live_timer = self._loop.call_later(LIVE_AFTER_S, self._live, running)

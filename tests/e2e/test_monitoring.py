@@ -217,7 +217,7 @@ def test_live_view_updates_one_display_in_place(kc: BlockingKernelClient) -> Non
     assert [m["msg_type"] for m in msgs if "display" in m["msg_type"]] == []
 
 
-def test_sampler_threads_end_with_their_cells(
+def test_cells_leave_no_thread_behind(
     kernel: tuple[KernelManager, BlockingKernelClient], kc: BlockingKernelClient
 ) -> None:
     proxy = proxy_process(kernel[0])
