@@ -196,7 +196,8 @@ class Sampler:
             self._deadline = now + self._period
 
     def _end(self) -> None:
-        _THREAD.active.discard(self)
+        if self._scheduled:  # on the sampling thread, the only one to touch its samplers
+            _THREAD.active.discard(self)
         # Below ``min_rows`` rows (the baseline included) the final row would not make the cell
         # keep its samples (JUMPER_REPORTS_MIN): spare the work.
         try:
