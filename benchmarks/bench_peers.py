@@ -52,7 +52,7 @@ from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import start_new_kernel
-from kernels import Kernel, execute, machine, median, proxy_kernelspec
+from kernels import Kernel, execute, machine, median, on_jupyter_path, proxy_kernelspec
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -144,15 +144,8 @@ def jumper_kernelspec(work: Path) -> Iterator[dict[str, Any]]:
         env={**os.environ, "JUPYTER_DATA_DIR": str(data_dir)},
     )
     spec = json.loads((data_dir / "kernels" / JUMPER_KERNEL / "kernel.json").read_text())
-    old = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(data_dir), old) if p)
-    try:
+    with on_jupyter_path(str(data_dir)):
         yield spec
-    finally:
-        if old is None:
-            os.environ.pop("JUPYTER_PATH", None)
-        else:
-            os.environ["JUPYTER_PATH"] = old
 
 
 def placeholder_scorep(work: Path) -> Path:

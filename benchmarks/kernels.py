@@ -25,6 +25,20 @@ Kernel = tuple[KernelManager, BlockingKernelClient]
 
 
 @contextlib.contextmanager
+def on_jupyter_path(data_dir: str) -> Iterator[None]:
+    """Put a Jupyter data directory first on ``JUPYTER_PATH`` for a while."""
+    old = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (data_dir, old) if p)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("JUPYTER_PATH", None)
+        else:
+            os.environ["JUPYTER_PATH"] = old
+
+
+@contextlib.contextmanager
 def proxy_kernelspec(env: dict[str, str] | None = None) -> Iterator[str]:
     """Install a proxy kernelspec wrapping ``python3`` into a temporary prefix for this run."""
     with tempfile.TemporaryDirectory(prefix="jumper-bench-") as prefix:
@@ -34,16 +48,8 @@ def proxy_kernelspec(env: dict[str, str] | None = None) -> Iterator[str]:
             upstream=UpstreamSpec(kernel_name="python3"),
             env=env,
         )
-        old = os.environ.get("JUPYTER_PATH")
-        here = os.path.join(prefix, "share", "jupyter")
-        os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (here, old) if p)
-        try:
+        with on_jupyter_path(os.path.join(prefix, "share", "jupyter")):
             yield PROXY_KERNEL
-        finally:
-            if old is None:
-                os.environ.pop("JUPYTER_PATH", None)
-            else:
-                os.environ["JUPYTER_PATH"] = old
 
 
 @contextlib.contextmanager

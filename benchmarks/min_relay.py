@@ -21,6 +21,7 @@ from typing import Any
 import zmq
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
+from kernels import on_jupyter_path
 
 from jumper_proxy.relay import (
     Heartbeat,
@@ -105,16 +106,9 @@ def min_relay_kernelspec() -> Iterator[str]:
         argv = [sys.executable, str(Path(__file__).resolve()), "{connection_file}"]
         spec = {"argv": argv, "display_name": "minimal relay", "language": "python"}
         (spec_dir / "kernel.json").write_text(json.dumps(spec))
-        old = os.environ.get("JUPYTER_PATH")
-        os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (prefix, old) if p)
-        try:
+        with on_jupyter_path(prefix):
             assert MIN_RELAY_KERNEL in KernelSpecManager().find_kernel_specs()
             yield MIN_RELAY_KERNEL
-        finally:
-            if old is None:
-                os.environ.pop("JUPYTER_PATH", None)
-            else:
-                os.environ["JUPYTER_PATH"] = old
 
 
 if __name__ == "__main__":
