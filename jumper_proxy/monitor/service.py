@@ -97,7 +97,10 @@ class _Finishing:
     running: _Running
     end_wall: float
     end_mono: float
-    samples: Future[dict[str, list[Any]]]
+
+    @property
+    def samples(self) -> Future[dict[str, list[Any]]]:
+        return self.running.sampler.samples
 
 
 class Monitor:
@@ -165,7 +168,7 @@ class Monitor:
             self._send_live(running, self._live_bundle(running, finished=True), update=True)
         sampler = running.sampler
         self._flush()
-        self._finishing.append(_Finishing(running, time.time(), time.monotonic(), sampler.samples))
+        self._finishing.append(_Finishing(running, time.time(), time.monotonic()))
         loop = self._loop or asyncio.get_running_loop()
         loop.call_soon(sampler.finish)  # once the idle this is called for has gone out
         if "JUMPER_" in request.cell.code and self.on_settings_touched is not None:
@@ -238,5 +241,7 @@ class Monitor:
         for running in self._running.values():
             running.sampler.stop()
         self._running.clear()
+        for done in self._finishing:  # finish() may not have had its turn in the loop yet
+            done.running.sampler.finish()
         if self.gpu is not None:
             self.gpu.close()
