@@ -51,8 +51,15 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.manager import start_new_kernel
-from kernels import Kernel, execute, machine, median, on_jupyter_path, proxy_kernelspec
+from kernels import (
+    Kernel,
+    execute,
+    kernel,
+    machine,
+    median,
+    on_jupyter_path,
+    proxy_kernelspec,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -180,20 +187,8 @@ def started(name: str, cwd: Path, env: dict[str, str] | None = None) -> Iterator
     output and log in ``results/peers-logs/<cwd name>.log``."""
     cwd.mkdir(parents=True, exist_ok=True)
     LOGS.mkdir(parents=True, exist_ok=True)
-    with open(LOGS / f"{cwd.name}.log", "wb") as log:
-        km, kc = start_new_kernel(
-            kernel_name=name,
-            startup_timeout=60,
-            env={**os.environ, **(env or {})},
-            cwd=str(cwd),
-            stdout=log,
-            stderr=log,
-        )
-        try:
-            yield km, kc
-        finally:
-            kc.stop_channels()
-            km.shutdown_kernel(now=True)
+    with open(LOGS / f"{cwd.name}.log", "wb") as log, kernel(name, env, str(cwd), log) as k:
+        yield k
 
 
 def run_cell(

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import IO, Any
 
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
@@ -54,13 +54,19 @@ def proxy_kernelspec(env: dict[str, str] | None = None) -> Iterator[str]:
 
 @contextlib.contextmanager
 def kernel(
-    name: str, env: dict[str, str] | None = None, cwd: str | None = None
+    name: str,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    log: IO[bytes] | None = None,
 ) -> Iterator[Kernel]:
+    """A started kernel of kernelspec ``name`` and its client; ``log`` takes its output."""
     kwargs: dict[str, Any] = {"startup_timeout": 60}
     if env:
         kwargs["env"] = {**os.environ, **env}
     if cwd:
         kwargs["cwd"] = cwd
+    if log is not None:
+        kwargs["stdout"] = kwargs["stderr"] = log
     km, kc = start_new_kernel(kernel_name=name, **kwargs)
     try:
         yield km, kc
