@@ -1,10 +1,11 @@
 """The least a relaying kernel can do: the floor that jumper-proxy's relay is measured against.
 
 A kernel process (``python min_relay.py CONNECTION_FILE``) that starts ``python3`` ipykernel
-behind it and relays shell, control, stdin and IOPub both ways with the same verify and
-re-sign functions as the proxy (``jumper_proxy.relay``), in one blocking poll loop: no
-scheduler, no monitor, no magics, no event loop. Whatever a Python relay in its own process
-costs per hop on a machine, this costs too; only what the proxy adds beyond it is its own.
+behind it with the frontend connection's key and relays shell, control, stdin and IOPub both
+ways as the proxy does: frames split and their headers read with the proxy's own
+``jumper_proxy.wire``, then sent on unchanged, in one blocking poll loop: no scheduler, no
+monitor, no magics, no event loop. Whatever a Python relay in its own process costs per hop on
+a machine, this costs too; only what the proxy adds beyond it is its own.
 """
 
 from __future__ import annotations
@@ -23,24 +24,19 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from kernels import on_jupyter_path
 
-from jumper_proxy.relay import (
-    Heartbeat,
-    _url,
-    forward_frames,
-    parse_frames,
-    read_connection_file,
-    session_for,
-)
+from jumper_proxy import wire
+from jumper_proxy.errors import WireError
+from jumper_proxy.frontend import Heartbeat, _url, read_connection_file
 
 MIN_RELAY_KERNEL = "jumper-min-relay-bench"
 
 
 def relay(connection_file: str) -> None:
     info = read_connection_file(Path(connection_file))
-    front_session = session_for(info)
     upstream = KernelManager(kernel_name="python3", transport="ipc")
+    upstream.session.signature_scheme = info["signature_scheme"]
+    upstream.session.key = info["key"].encode()  # frames pass as they came
     upstream.start_kernel()
-    up_session = upstream.session
     up = upstream.get_connection_info()
     ctx: zmq.Context[Any] = zmq.Context()
 
@@ -57,44 +53,29 @@ def relay(connection_file: str) -> None:
         return sock
 
     Heartbeat(_url(info, info["hb_port"])).start()
-    pairs = {
-        "shell": (front(zmq.ROUTER, info["shell_port"]), back(zmq.DEALER, up["shell_port"])),
-        "control": (
-            front(zmq.ROUTER, info["control_port"]),
-            back(zmq.DEALER, up["control_port"]),
-        ),
-        "stdin": (front(zmq.ROUTER, info["stdin_port"]), back(zmq.DEALER, up["stdin_port"])),
-    }
-    iopub_out, iopub_in = front(zmq.PUB, info["iopub_port"]), back(zmq.SUB, up["iopub_port"])
-    # frontend socket -> upstream socket and back, and the routing identity last seen
-    to_upstream = {f: b for f, b in pairs.values()}
-    to_frontend = {b: f for f, b in pairs.values()}
-    to_frontend[iopub_in] = iopub_out
-    idents: dict[zmq.Socket[Any], list[bytes]] = {}
+    pairs = [
+        (front(zmq.ROUTER, info[f"{name}_port"]), back(zmq.DEALER, up[f"{name}_port"]))
+        for name in ("shell", "control", "stdin")
+    ]
+    pairs.append((front(zmq.PUB, info["iopub_port"]), back(zmq.SUB, up["iopub_port"])))
+    other = {a: b for pair in pairs for a, b in (pair, pair[::-1])}
+    frontend = {f for f, _ in pairs}
     poller = zmq.Poller()
-    for sock in [*to_upstream, *to_frontend]:
-        poller.register(sock, zmq.POLLIN)
+    for sock in other:
+        if sock.type != zmq.PUB:
+            poller.register(sock, zmq.POLLIN)
     while True:
         for sock, _ in poller.poll():
             while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                if sock in to_upstream:
-                    msg = parse_frames(frames, front_session, up_session)
-                    if msg is None:
-                        continue
-                    idents[sock] = msg.idents
-                    if msg.msg_type == "shutdown_request":
-                        upstream.shutdown_kernel(now=True)
-                        os._exit(0)
-                    out = forward_frames(msg, up_session, [])
-                    to_upstream[sock].send_multipart(out, copy=False)
-                else:
-                    msg = parse_frames(frames, up_session, front_session)
-                    if msg is None:
-                        continue
-                    target = to_frontend[sock]
-                    ids = msg.idents if sock is iopub_in else idents.get(target, [])
-                    target.send_multipart(forward_frames(msg, front_session, ids), copy=False)
+                try:
+                    msg = wire.split(frames)  # the headers, as the proxy reads them
+                except WireError:
+                    continue
+                if sock in frontend and msg.msg_type == "shutdown_request":
+                    upstream.shutdown_kernel(now=True)
+                    os._exit(0)
+                other[sock].send_multipart(msg.to_wire(), copy=False)
 
 
 @contextlib.contextmanager

@@ -21,6 +21,11 @@ class ConfigurationError(JumperError):
     """A flag, a setting or an environment value is wrong; the message says which and why."""
 
 
+class WireError(JumperError):
+    """Frames that are not a message the proxy can act on (bad signature, replay, malformed
+    header, undecodable JSON); the message says which."""
+
+
 class UpstreamError(JumperError):
     """The upstream kernel could not be found, started or reached."""
 

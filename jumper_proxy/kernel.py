@@ -1,9 +1,11 @@
-"""The running proxy: one asyncio loop that moves frames between the frontend and the upstream.
+"""The running proxy: the composition root that wires the frontend sockets, the upstream kernel,
+the scheduler, the magics and the monitor together, and the one table that says what happens
+to each frontend request.
 
-Each socket has one reader coroutine. Frontend requests are verified, then either forwarded
-to the upstream (re-signed, identities kept) or taken by the scheduler (execute requests) or
-answered here (interrupt, shutdown, the proxy's own requests). Upstream replies and IOPub
-messages come back the same way, except the proxy's hidden work, which never reaches the user.
+Frames move from socket to socket in one asyncio loop. Frontend requests the proxy acts on are
+verified first (signature, replay, shape); everything else goes to the kernel as it came, and
+comes back the same way. Which request a kernel message answers, and what becomes of requests
+the kernel does not answer, is the scheduler's business (:mod:`jumper_proxy.scheduler`).
 """
 
 from __future__ import annotations
@@ -11,18 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
-from jumper_proxy import __version__
+from jumper_proxy import __version__, kernelside, wire
+from jumper_proxy.api import KernelFacts, Services
 from jumper_proxy.child.session import remove_stale_segments
 from jumper_proxy.config import ProxyConfig
-from jumper_proxy.errors import JumperError, UpstreamDied
-from jumper_proxy.magics import build_table, complete_magic, inspect_magic
+from jumper_proxy.errors import JumperError, UpstreamDied, UpstreamError, WireError
+from jumper_proxy.frontend import Frontend, read_connection_file, session_for
+from jumper_proxy.magics.registry import build_table, complete_magic, inspect_magic
 from jumper_proxy.monitor.gpu import open_gpu_probe
 from jumper_proxy.monitor.service import (
     FREQUENCY_VAR,
@@ -31,22 +35,19 @@ from jumper_proxy.monitor.service import (
     settings_from_env,
 )
 from jumper_proxy.pump import Handler, Pump
-from jumper_proxy.relay import Frontend, Message, parse_frames, read_connection_file
 from jumper_proxy.scheduler import Scheduler
 from jumper_proxy.upstream import SHUTDOWN_GRACE, Upstream
+from jumper_proxy.wire import Message
 
 log = logging.getLogger(__name__)
 
+#: How long the upstream may take to answer its first kernel_info_request.
+STARTUP_TIMEOUT = 60.0
+#: How often the proxy checks that the process named by ``JPY_PARENT_PID`` still runs, where
+#: it cannot be watched through a pidfd.
+PARENT_POLL_S = 1.0
 
-@dataclass
-class Pending:
-    """A forwarded request still owed a reply (so a dying upstream cannot swallow it)."""
-
-    msg: Message
-    channel: str
-    waiter: asyncio.Future[Message] | None = None
-    #: changes the reply before it goes to the frontend
-    amend: Callable[[Message], None] | None = None
+Request = Callable[[str, Message], None]
 
 
 class Proxy:
@@ -56,54 +57,65 @@ class Proxy:
         self.config = config
         self.context: zmq.Context[Any] = zmq.Context()
         self.pump = Pump(asyncio.get_running_loop())
-        self.frontend = Frontend(
-            read_connection_file(config.connection_file), self.context, self.pump
+        info = read_connection_file(config.connection_file)
+        self.session = session_for(info)
+        self.verifier = wire.Verifier(self.session)
+        self.frontend = Frontend(info, self.context, self.pump, self.session)
+        self.magics = build_table()
+        self.monitor = Monitor(
+            lambda: self.upstream.pid,
+            lambda kind, content, parent: self.publish(parent, wire.Outgoing(kind, content)),
+            open_gpu_probe(),
         )
-        self.session = self.frontend.session
+        self.kernel_facts = KernelFacts()
+        self.services = Services(self.monitor, self.kernel)
+        self.scheduler = Scheduler(self, self.magics, self.services)
+        self.scheduler.observers.append(self.monitor)
+        self.monitor.on_settings_touched = self._settings_touched
         self.upstream = Upstream(
             config.upstream,
             self.context,
             self.pump,
+            self.session,
             {
-                "shell": self._on_upstream_shell,
-                "control": self._on_upstream_control,
-                "stdin": self._on_upstream_stdin,
-                "iopub": self._on_upstream_iopub,
+                "shell": self.scheduler.from_shell,
+                "control": self.scheduler.from_control,
+                "stdin": lambda msg: self.to_frontend("stdin", msg),
+                "iopub": self._from_upstream_iopub,
+                "hidden": self.scheduler.from_hidden,
             },
             transport=config.upstream_transport,
             on_death=self._on_upstream_death,
-            resign_for=self.session,
         )
-        self.magics = build_table()
-        self.monitor = Monitor(lambda: self.upstream.pid, self.publish, open_gpu_probe())
-        self.services: dict[str, Any] = {"upstream": self.upstream, "monitor": self.monitor}
-        self.scheduler = Scheduler(self, self.magics, self.upstream.run_hidden, self.services)
-        self.scheduler.observers.append(self.monitor)
-        self.monitor.on_settings_touched = lambda: self.scheduler.add_barrier(self._read_settings)
-        self.pending: dict[str, Pending] = {}
-        self.local_requests: dict[str, Callable[[Message], None]] = {
-            "jumper_perfdata_request": self._perfdata_request,
+        #: what the proxy does with each frontend request; anything else is forwarded
+        self.requests: dict[tuple[str, str], Request] = {
+            ("shell", "execute_request"): self._execute,
+            ("shell", "complete_request"): self._complete,
+            ("shell", "inspect_request"): self._inspect,
+            ("shell", "kernel_info_request"): self._kernel_info,
+            ("control", "kernel_info_request"): self._kernel_info,
+            ("shell", "shutdown_request"): self._shutdown,
+            ("control", "shutdown_request"): self._shutdown,
+            ("control", "interrupt_request"): self._interrupt,
+            ("shell", "jumper_perfdata_request"): self._perfdata,
         }
-        self._backlog: list[tuple[str, Message]] = []
+        self._iopub_seen = asyncio.Event()
         self._exit = asyncio.Event()
         self._exit_code = 0
         self._shutting_down = False
+        #: the kernel is being (re)started: a death now fails the start instead of restarting
+        self._starting = True
         self._background: set[asyncio.Task[Any]] = set()
 
     # ---- running -------------------------------------------------------------------------
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, lambda: self._spawn(self._interrupt()))
+        loop.add_signal_handler(signal.SIGINT, lambda: self._spawn(self.scheduler.interrupt()))
         loop.add_signal_handler(signal.SIGTERM, self._exit.set)
         self.frontend.heartbeat.start()
-        self.frontend.watch(
-            {
-                "shell": self._frontend_reader(self._on_shell_request),
-                "control": self._frontend_reader(self._on_control_request),
-                "stdin": self._frontend_reader(self._on_stdin_message),
-            }
-        )
+        self.frontend.watch({name: self._reader(name) for name in ("shell", "control", "stdin")})
+        self._watch_parent()
         self._spawn(self._boot())
         await self._exit.wait()
         for task in list(self._background):
@@ -119,145 +131,200 @@ class Proxy:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def _stop(self, code: int) -> None:
+        self._exit_code = code
+        self._exit.set()
+
     async def _boot(self) -> None:
         removed = remove_stale_segments()
         if removed:
             log.info("Removed %d shared-memory segments of proxies that died", len(removed))
+        await self._start_upstream(restart=False)
+
+    async def _start_upstream(self, *, restart: bool) -> None:
+        """Start the kernel (a fresh one after a death) and wait until it answers on shell and
+        IOPub; then the requests that waited go out. A failure ends the proxy."""
+        self._starting = True
         try:
-            await self.upstream.start()
+            await (self.upstream.restart() if restart else self.upstream.start())
+            reply = await self._wait_answering()
         except JumperError as exc:
-            log.error("%s", exc)
-            self._exit_code = 1
-            self._exit.set()
+            log.error(
+                "Could not %s the upstream kernel: %s", "restart" if restart else "start", exc
+            )
+            self._stop(1)
             return
-        self._upstream_ready()
+        finally:
+            self._starting = False
+        content = reply.content()
+        language = content.get("language_info", {}).get("name", "")
+        self.kernel_facts = KernelFacts(
+            language=str(language or "unknown"),
+            ipython=content.get("implementation") == "ipython",
+        )
+        log.info(
+            "Upstream kernel ready (pid %s, %s)", self.upstream.pid, self.config.upstream.describe()
+        )
+        self.scheduler.upstream_ready()
 
-    def _upstream_ready(self) -> None:
-        """Requests that arrived while the upstream was (re)starting go out now, in order."""
-        backlog, self._backlog = self._backlog, []
-        for channel, msg in backlog:
-            self._route(channel, msg)
-        self.scheduler.pump()
+    async def _wait_answering(self) -> Message:
+        """kernel_info on the hidden connection until both its reply and an IOPub message have
+        arrived: the IOPub message proves the subscription is live, so no output of the first
+        cell is lost."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STARTUP_TIMEOUT
+        self._iopub_seen.clear()
+        what = self.config.upstream.describe()
+        while True:
+            attempt = min(1.0, max(0.01, deadline - loop.time()))
+            try:
+                reply = await self.scheduler.ask(wire.Outgoing("kernel_info_request", {}), attempt)
+                await asyncio.wait_for(self._iopub_seen.wait(), attempt)
+                return reply
+            except asyncio.TimeoutError:
+                pass
+            except UpstreamDied as exc:
+                raise UpstreamError(f"{what} exited during start-up ({exc})") from None
+            if not await self.upstream.is_alive():
+                code = self.upstream.exit_code()
+                raise UpstreamError(f"{what} exited during start-up (exit code {code})")
+            if loop.time() >= deadline:
+                raise UpstreamError(f"{what} did not answer within {STARTUP_TIMEOUT:.0f} s")
 
-    # ---- frontend → upstream -------------------------------------------------------------
+    def _watch_parent(self) -> None:
+        """End with the process named by ``JPY_PARENT_PID`` (the Jupyter server), as ipykernel
+        does: a killed server, or JupyterHub's "Stop My Server", must not leave us running."""
+        try:
+            parent = int(os.environ.get("JPY_PARENT_PID", ""))
+        except ValueError:
+            return
+        if parent <= 1:
+            return
+        loop = asyncio.get_running_loop()
 
-    def _frontend_reader(self, handle: Callable[[Message], None]) -> Handler:
+        def gone() -> None:
+            log.warning("The parent process %d ended; shutting down", parent)
+            self._stop(0)
+
+        try:
+            fd = os.pidfd_open(parent)
+        except ProcessLookupError:
+            gone()
+            return
+        except (AttributeError, OSError):  # pragma: no cover - without pidfd: poll
+            self._spawn(self._poll_parent(parent, gone))
+            return
+
+        def ended() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            gone()
+
+        loop.add_reader(fd, ended)
+
+    async def _poll_parent(self, parent: int, gone: Callable[[], None]) -> None:  # pragma: no cover
+        while True:
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                gone()
+                return
+            except PermissionError:
+                pass
+            await asyncio.sleep(PARENT_POLL_S)
+
+    def kernel(self) -> KernelFacts:
+        facts = self.kernel_facts
+        return KernelFacts(facts.language, facts.ipython, self.upstream.pid)
+
+    # ---- frontend requests --------------------------------------------------------------
+
+    def _reader(self, channel: str) -> Handler:
+        requests = self.requests
+
         def read(frames: list[Any]) -> None:
-            msg = parse_frames(frames, self.session, self.upstream.session)
-            if msg is not None:
-                log.debug("<- %s", msg.msg_type)
-                handle(msg)
+            try:
+                msg = wire.split(frames)
+            except WireError as exc:
+                log.warning("Dropped frames on %s: %s", channel, exc)
+                return
+            log.debug("<- %s %s", channel, msg.msg_type)
+            if channel == "stdin":
+                self.upstream.send("stdin", msg.to_wire())
+                return
+            handle = requests.get((channel, msg.msg_type))
+            if handle is None:
+                self.scheduler.forward(channel, msg)
+            else:
+                handle(channel, msg)
 
         return read
 
-    def _on_shell_request(self, msg: Message) -> None:
-        if msg.msg_type == "shutdown_request":
-            self._spawn(self._shutdown(msg, "shell"))
-        elif not self.upstream.ready.is_set():
-            self._backlog.append(("shell", msg))  # kernel_info and all wait for the upstream
-        else:
-            self._route("shell", msg)
+    def _verified(self, msg: Message) -> bool:
+        """Whether the proxy may act on ``msg``; a bad one is dropped with a log line."""
+        try:
+            self.verifier.check(msg)
+        except WireError as exc:
+            log.warning("Dropped a %s: %s", msg.msg_type or "message", exc)
+            return False
+        return True
 
-    def _on_control_request(self, msg: Message) -> None:
-        if msg.msg_type == "interrupt_request":
-            self._spawn(self._interrupt(msg))
-        elif msg.msg_type == "shutdown_request":
-            self._spawn(self._shutdown(msg, "control"))
-        elif not self.upstream.ready.is_set():
-            self._backlog.append(("control", msg))
-        else:
-            self._route("control", msg)
-
-    def _on_stdin_message(self, msg: Message) -> None:
-        if self.upstream.ready.is_set():
-            self.upstream.send("stdin", msg)
-
-    def _route(self, channel: str, msg: Message) -> None:
-        kind = msg.msg_type
-        if channel == "shell" and kind == "execute_request":
+    def _execute(self, channel: str, msg: Message) -> None:
+        if self._verified(msg):
             self.scheduler.submit(msg)
-        elif channel == "shell" and kind in self.local_requests:
-            self.local_requests[kind](msg)
-        elif kind == "complete_request":
-            self._complete(msg)
-        elif kind == "inspect_request" and self._inspect(msg):
-            return
-        elif kind == "kernel_info_request":
-            self._forward_request(msg, channel, amend=self._rewrite_kernel_info)
-        else:
-            self._forward_request(msg, channel)
 
-    def _complete(self, msg: Message) -> None:
-        """Completion by the upstream, with the proxy's magics added where they fit."""
-        content = msg.content()
-        ours = complete_magic(
-            self.magics, str(content.get("code", "")), int(content.get("cursor_pos", 0))
-        )
+    def _complete(self, channel: str, msg: Message) -> None:
+        """Completion by the kernel, with the proxy's magics added where they fit."""
+        try:
+            content = msg.content()
+            ours = complete_magic(
+                self.magics, str(content.get("code", "")), int(content.get("cursor_pos", 0))
+            )
+        except (WireError, TypeError, ValueError):
+            ours = None
         if ours is None:
-            self._forward_request(msg, "shell")
+            self.scheduler.forward(channel, msg)
             return
         matches, start = ours
+        cursor = int(content.get("cursor_pos", 0))
 
         def add_ours(reply: Message) -> None:
             answer = dict(reply.content())
             if answer.get("status") == "ok" and answer.get("cursor_start") == start:
                 matches.extend(m for m in answer.get("matches", []) if m not in matches)
             answer.update(matches=matches, cursor_start=start, status="ok")
-            answer.setdefault("cursor_end", int(content.get("cursor_pos", 0)))
+            answer.setdefault("cursor_end", cursor)
             answer.setdefault("metadata", {})
             reply.set_content(answer, self.session)
 
-        self._forward_request(msg, "shell", amend=add_ours)
+        self.scheduler.forward(channel, msg, amend=add_ours)
 
-    def _inspect(self, msg: Message) -> bool:
-        """Answer an inspection of one of the proxy's magics; False if it is not one."""
-        content = msg.content()
-        text = inspect_magic(
-            self.magics, str(content.get("code", "")), int(content.get("cursor_pos", 0))
-        )
+    def _inspect(self, channel: str, msg: Message) -> None:
+        """Answer an inspection of one of the proxy's magics; forward any other."""
+        try:
+            content = msg.content()
+            text = inspect_magic(
+                self.magics, str(content.get("code", "")), int(content.get("cursor_pos", 0))
+            )
+        except (WireError, TypeError, ValueError):
+            text = None
         if text is None:
-            return False
-        parent = msg.as_parent()
-        self.publish("status", {"execution_state": "busy"}, parent)
-        answer = {"status": "ok", "found": True, "data": {"text/plain": text}, "metadata": {}}
-        self.reply(msg, "inspect_reply", answer)
-        self.publish("status", {"execution_state": "idle"}, parent)
-        return True
-
-    def _forward_request(
-        self,
-        msg: Message,
-        channel: str,
-        waiter: asyncio.Future[Message] | None = None,
-        amend: Callable[[Message], None] | None = None,
-    ) -> None:
-        self.pending[msg.msg_id] = Pending(msg, channel, waiter, amend)
-        self.upstream.send(channel, msg)
-
-    def forward_execute(self, msg: Message) -> None:
-        self.upstream.send("shell", msg)
-
-    # ---- upstream → frontend -------------------------------------------------------------
-
-    def _on_upstream_shell(self, msg: Message) -> None:
-        log.debug("-> %s", msg.msg_type)
-        self._deliver_reply(msg, self.frontend.shell)
-        if msg.msg_type == "execute_reply":
-            self.scheduler.on_reply(msg)
-
-    def _on_upstream_control(self, msg: Message) -> None:
-        log.debug("-> %s", msg.msg_type)
-        self._deliver_reply(msg, self.frontend.control)
-
-    def _deliver_reply(self, msg: Message, sock: zmq.Socket[Any]) -> None:
-        pending = self.pending.pop(msg.parent_msg_id or "", None)
-        if pending is not None and pending.waiter is not None:
-            if not pending.waiter.done():
-                pending.waiter.set_result(msg)
+            self.scheduler.forward(channel, msg)
             return
-        if pending is not None and pending.amend is not None:
-            pending.amend(msg)
-        self.frontend.send(sock, msg)
+        if not self._verified(msg):
+            return
+        answer = {"status": "ok", "found": True, "data": {"text/plain": text}, "metadata": {}}
+        self._answer(channel, msg, wire.reply(msg.msg_type, answer))
+
+    def _answer(self, channel: str, msg: Message, out: wire.Outgoing) -> None:
+        """A request the proxy answers itself: busy, the reply, idle."""
+        parent = msg.as_parent()
+        self.publish(parent, wire.status("busy"))
+        self.reply(channel, msg, out)
+        self.publish(parent, wire.status("idle"))
+
+    def _kernel_info(self, channel: str, msg: Message) -> None:
+        self.scheduler.forward(channel, msg, amend=self._rewrite_kernel_info)
 
     def _rewrite_kernel_info(self, msg: Message) -> None:
         content = dict(msg.content())
@@ -268,132 +335,90 @@ class Proxy:
         content["banner"] = f"jumper-proxy {__version__} in front of {upstream_impl}\n{banner}"
         msg.set_content(content, self.session)
 
-    def _on_upstream_stdin(self, msg: Message) -> None:
-        log.debug("-> %s", msg.msg_type)
-        self.frontend.send(self.frontend.stdin, msg)
-
-    def _on_upstream_iopub(self, msg: Message) -> None:
-        kind = msg.msg_type
-        if kind == "iopub_welcome":  # that welcome answered our own subscription
-            return
-        parent = msg.parent_msg_id
-        state = msg.content().get("execution_state") if kind == "status" else None
-        if parent in self.upstream.hidden_ids:
-            if state == "idle":
-                self.upstream.hidden_ids.discard(parent)
-            return
-        if state is not None:  # before the frontend sees it: a finishing cell's last outputs
-            self.scheduler.on_status(parent, str(state))
-        self.frontend.send(self.frontend.iopub, msg)
-        if state == "idle":
-            self.scheduler.pump()
-
-    # ---- the proxy's own answers --------------------------------------------------------
-
-    def publish(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any]) -> None:
-        self.frontend.publish(msg_type, content, parent)
-
-    def reply(
-        self,
-        msg: Message,
-        msg_type: str,
-        content: dict[str, Any],
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        self.frontend.send_new(
-            self.frontend.shell, msg_type, content, msg.header, msg.idents, metadata
-        )
-
-    def _perfdata_request(self, msg: Message) -> None:
+    def _perfdata(self, channel: str, msg: Message) -> None:
         """The proxy's own request: every monitored cell's record (``jumper-proxy run``)."""
+        if not self._verified(msg):
+            return
 
         async def answer() -> None:
             await self.monitor.drain()
             content = {"status": "ok", "records": self.monitor.export()}
-            self.reply(msg, "jumper_perfdata_reply", content)
+            self.reply(channel, msg, wire.reply(msg.msg_type, content))
 
         self._spawn(answer())
 
+    def _interrupt(self, channel: str, msg: Message) -> None:
+        if not self._verified(msg):
+            return
+
+        async def interrupt() -> None:
+            await self.scheduler.interrupt()
+            self._answer(channel, msg, wire.reply(msg.msg_type, {"status": "ok"}))
+
+        self._spawn(interrupt())
+
+    def _shutdown(self, channel: str, msg: Message) -> None:
+        if self._verified(msg) and not self._shutting_down:
+            self._shutting_down = True
+            self._spawn(self._shut_down(channel, msg))
+
+    async def _shut_down(self, channel: str, msg: Message) -> None:
+        """Shut the upstream down (its own way first), answer, and end the proxy."""
+        restart = bool(msg.content().get("restart", False))
+        reply: Message | None = None
+        if self.scheduler.answering:
+            self.upstream.expect_exit()
+            reply = await self.scheduler.forward_and_wait("control", msg, SHUTDOWN_GRACE)
+        if reply is not None:
+            self.frontend.send(channel, reply.to_wire(msg.idents))
+        else:
+            self.reply(channel, msg, wire.reply(msg.msg_type, {"status": "ok", "restart": restart}))
+        await self.upstream.wait_exit(SHUTDOWN_GRACE)
+        self._stop(0)
+
+    # ---- the kernel's side --------------------------------------------------------------
+
+    def _from_upstream_iopub(self, msg: Message) -> None:
+        self._iopub_seen.set()
+        self.scheduler.from_iopub(msg)
+
+    def _settings_touched(self) -> None:
+        if self.kernel_facts.ipython:
+            self.scheduler.add_barrier(self._read_settings)
+
     async def _read_settings(self) -> None:
         """Re-read the monitor's settings from the kernel after a cell that may set them."""
-        getenv = "__import__('os').environ.get({!r})"
-        values = await self.upstream.run_hidden(
-            "", {name: getenv.format(name) for name in (FREQUENCY_VAR, REPORTS_MIN_VAR)}
+        values = await self.scheduler.run_hidden(
+            *kernelside.environment((FREQUENCY_VAR, REPORTS_MIN_VAR))
         )
         self.monitor.settings = settings_from_env(values, self.monitor.settings)
 
-    def _control_reply(self, msg: Message, msg_type: str, content: dict[str, Any]) -> None:
-        parent = msg.as_parent()
-        self.publish("status", {"execution_state": "busy"}, parent)
-        self.frontend.send_new(self.frontend.control, msg_type, content, msg.header, msg.idents)
-        self.publish("status", {"execution_state": "idle"}, parent)
-
-    async def _interrupt(self, msg: Message | None = None) -> None:
-        """Interrupt whatever runs: a proxy magic (and its child) and/or the upstream cell."""
-        self.scheduler.interrupt()
-        if self.scheduler.busy_upstream or self.upstream.hidden_running:
-            await self.upstream.interrupt()
-        if msg is not None:
-            self._control_reply(msg, "interrupt_reply", {"status": "ok"})
-
-    async def _shutdown(self, msg: Message, channel: str) -> None:
-        """Shut the upstream down (its own way first), answer, and end the proxy."""
-        restart = bool(msg.content().get("restart", False))
-        if self._shutting_down:
-            return
-        self._shutting_down = True
-        reply: Message | None = None
-        if self.upstream.ready.is_set():
-            self.upstream.expect_exit()
-            waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-            self._forward_request(msg, "control", waiter)
-            with contextlib.suppress(asyncio.TimeoutError, UpstreamDied):
-                reply = await asyncio.wait_for(waiter, SHUTDOWN_GRACE)
-        sock = self.frontend.control if channel == "control" else self.frontend.shell
-        if reply is not None:
-            self.frontend.send(sock, reply, msg.idents)
-        else:
-            content = {"status": "ok", "restart": restart}
-            self.frontend.send_new(sock, "shutdown_reply", content, msg.header, msg.idents)
-        await self.upstream.wait_exit(SHUTDOWN_GRACE)
-        self._exit.set()
-
-    # ---- upstream death ------------------------------------------------------------------
-
     def _on_upstream_death(self, exit_code: int | None) -> None:
-        if self._shutting_down:
-            return
-        self._spawn(self._recover(exit_code))
+        self.scheduler.upstream_died(exit_code)
+        if not self._shutting_down and not self._starting:
+            log.warning("%s Restarting it.", UpstreamDied(exit_code))
+            self._spawn(self._start_upstream(restart=True))
 
-    async def _recover(self, exit_code: int | None) -> None:
-        died = UpstreamDied(exit_code)
-        self.scheduler.on_upstream_died(exit_code)
-        for pending in list(self.pending.values()):
-            self.pending.pop(pending.msg.msg_id, None)
-            if pending.waiter is not None:
-                if not pending.waiter.done():
-                    pending.waiter.set_exception(died)
-                continue
-            reply_type = pending.msg.msg_type.rsplit("_", 1)[0] + "_reply"
-            content = {
-                "status": "error",
-                "ename": "KernelDied",
-                "evalue": str(died),
-                "traceback": [],
-            }
-            sock = self.frontend.shell if pending.channel == "shell" else self.frontend.control
-            self.frontend.send_new(
-                sock, reply_type, content, pending.msg.header, pending.msg.idents
-            )
-        log.warning("%s Restarting it.", died)
-        try:
-            await self.upstream.restart()
-        except JumperError as exc:
-            log.error("Could not restart the upstream kernel: %s", exc)
-            self._exit_code = 1
-            self._exit.set()
-            return
-        self._upstream_ready()
+    # ---- the scheduler's port -------------------------------------------------------------
+
+    def to_upstream(self, channel: str, msg: Message) -> None:
+        self.upstream.send(channel, msg.to_wire())
+
+    def upstream_request(self, channel: str, out: wire.Outgoing) -> str:
+        return self.upstream.send_new(channel, out)
+
+    def to_frontend(self, channel: str, msg: Message) -> None:
+        log.debug("-> %s %s", channel, msg.msg_type)
+        self.frontend.send(channel, msg.to_wire())
+
+    def reply(self, channel: str, request: Message, out: wire.Outgoing) -> None:
+        self.frontend.send_new(channel, out, request.header, request.idents)
+
+    def publish(self, parent: dict[str, Any], out: wire.Outgoing) -> None:
+        self.frontend.send_new("iopub", out, parent)
+
+    async def interrupt_upstream(self) -> None:
+        await self.upstream.interrupt()
 
 
 def run_kernel(config: ProxyConfig) -> int:
@@ -407,4 +432,6 @@ def run_kernel(config: ProxyConfig) -> int:
             return 1
         return await proxy.serve()
 
-    return asyncio.run(main())
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(main())
+    return 1

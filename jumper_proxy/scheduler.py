@@ -1,11 +1,32 @@
-"""The execute queue: ordering, ``stop_on_error``, who handles each cell, and the
-busy / execute_input / outputs / execute_reply / idle envelope of cells the proxy answers.
+"""Every request in flight between the frontend and the kernel, and what becomes of each.
 
-Cells wait in the proxy's queue and go to the upstream one at a time: the next when the one
-before has finished (its reply and its idle status seen). So the upstream never starts a cell
-before the proxy has seen the previous one end, and every sample the monitor takes belongs to
-the right cell. A proxy magic is answered in the same order. A cell that fails with
-``stop_on_error`` aborts the cells queued behind it, as ipykernel aborts its own queue.
+The scheduler owns them all: the cells (execute requests, queued, then run one at a time by the
+kernel or by a proxy magic), the other requests forwarded to the kernel (kept as their header
+only, bounded and aged), the proxy's own hidden work on the kernel, and the probes that tell a
+refused request from a slow one. It alone decides what happens to each when the kernel
+answers, refuses a request without a word, goes idle without replying, is interrupted, or dies.
+It sends nothing itself: the :class:`Port` around it moves the frames.
+
+One cell, from socket to socket:
+
+1. :meth:`submit` queues the verified execute_request; :meth:`pump` takes it when it is next
+   and the kernel is free. A proxy magic runs here (:meth:`_run_magic`: busy, execute_input,
+   outputs, execute_reply, idle). Any other cell is forwarded as it came.
+2. The kernel's ``busy`` for it starts the cell for the observers (the monitor). No busy within
+   ``busy_grace``: a probe (a ``kernel_info_request`` on the same connection, which the
+   kernel answers in order) tells whether the kernel dropped the cell; if so it is answered
+   with an error.
+3. Its ``execute_reply`` goes to the frontend; an error with ``stop_on_error`` aborts the queue.
+4. Its ``idle`` ends it (observers told first, then the idle is forwarded) and the next cell
+   goes. An idle before the reply is held back; if no reply follows within
+   ``quiet_grace`` a probe decides, and a cell the kernel finished without a reply (an
+   interrupt landing inside the kernel's own code) is answered by the proxy.
+5. If the kernel dies meanwhile (:meth:`upstream_died`), the cell is answered with the cause,
+   the queue is aborted, a running magic is stopped and can reach no other kernel.
+
+Cells go one at a time so that every sample the monitor takes belongs to the right cell: were
+the kernel to queue cells itself, it would start the next before the proxy saw the previous one
+end (ipykernel's idle can arrive late while the next cell holds the GIL).
 """
 
 from __future__ import annotations
@@ -14,73 +35,122 @@ import asyncio
 import logging
 import time
 import traceback
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from jumper_proxy.cells import Cell, parse_cell
-from jumper_proxy.errors import JumperError, UpstreamDied, user_error
-from jumper_proxy.magics import Magic, MagicContext, MagicTable, RunHidden
-from jumper_proxy.relay import Message
+from jumper_proxy import kernelside, wire
+from jumper_proxy.api import (
+    CellObserver,
+    CellRun,
+    KernelFacts,
+    Magic,
+    MagicContext,
+    MagicTable,
+    Services,
+)
+from jumper_proxy.cells import parse_cell
+from jumper_proxy.errors import (
+    HiddenExecutionError,
+    JumperError,
+    MagicError,
+    UpstreamDied,
+    WireError,
+    user_error,
+)
+from jumper_proxy.wire import Message
 
 log = logging.getLogger(__name__)
 
-#: After an execute_reply, how long to wait for the matching idle before moving on anyway.
-IDLE_GRACE = 2.0
 
+@dataclass(frozen=True)
+class Limits:
+    """The scheduler's deadlines (seconds) and bounds."""
 
-@dataclass
-class Request:
-    """One execute_request as it moves through the queue."""
-
-    msg: Message
-    cell: Cell
-    content: dict[str, Any]
-    started: float | None = None
-    reply_status: str | None = None
-    idle: bool = False
-    interrupted: asyncio.Event = field(default_factory=asyncio.Event)
-    #: the proxy magic that answers this cell, once decided
-    magic: Magic | None = None
-    #: the wait for an idle that comes late (after the reply)
-    idle_timer: asyncio.TimerHandle | None = None
-
-    @property
-    def msg_id(self) -> str:
-        return self.msg.msg_id
-
-    @property
-    def stop_on_error(self) -> bool:
-        return bool(self.content.get("stop_on_error", True)) and not self.content.get("silent")
+    #: after a cell is forwarded, how long its busy may take before a probe asks the kernel
+    busy_grace: float = 1.0
+    #: after a cell's idle without its reply, how long before a probe asks the kernel
+    quiet_grace: float = 0.5
+    #: after a reply, how long its idle may take before the cell is finished anyway
+    idle_grace: float = 2.0
+    #: an interrupt delivered less than this long ago, to a cell still running, is not repeated
+    interrupt_window: float = 1.0
+    #: forwarded requests kept while they wait for their reply: how many, bytes, how long
+    forwarded_max: int = 1024
+    forwarded_max_bytes: int = 8 << 20
+    forwarded_max_age: float = 3600.0
 
 
 class Port(Protocol):
     """What the scheduler needs from the proxy around it."""
 
-    def forward_execute(self, msg: Message) -> None: ...
+    def to_upstream(self, channel: str, msg: Message) -> None:
+        """Forward a frontend message to the kernel as it came."""
 
-    def publish(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any]) -> None: ...
+    def upstream_request(self, channel: str, out: wire.Outgoing) -> str:
+        """Send a request of the proxy's own on ``shell`` or ``hidden``; its msg_id."""
 
-    def reply(
-        self,
-        msg: Message,
-        msg_type: str,
-        content: dict[str, Any],
-        metadata: dict[str, Any] | None = None,
-    ) -> None: ...
+    def to_frontend(self, channel: str, msg: Message) -> None:
+        """Forward a kernel message to the frontend as it came."""
+
+    def reply(self, channel: str, request: Message, out: wire.Outgoing) -> None:
+        """Answer ``request`` (to the client that sent it) with a message of the proxy's."""
+
+    def publish(self, parent: dict[str, Any], out: wire.Outgoing) -> None:
+        """Publish a message of the proxy's on IOPub."""
+
+    async def interrupt_upstream(self) -> None: ...
+
+    def kernel(self) -> KernelFacts: ...
 
 
-class CellObserver(Protocol):
-    """Told when an ordinary cell starts and ends in the upstream (the monitor)."""
+@dataclass(eq=False)
+class _Cell:
+    """A cell's run and what the scheduler knows of it."""
 
-    def cell_started(self, request: Request) -> None: ...
+    run: CellRun
+    magic: Magic | None = None
+    decided: bool = False
+    busy: bool = False
+    idle: Message | None = None
+    replied: bool = False
+    done: bool = False
+    timer: asyncio.TimerHandle | None = None
+    interrupted: asyncio.Event = field(default_factory=asyncio.Event)
+    interrupt_sent: float | None = None
+    #: the kernel died under it (a magic's run): nothing more may reach any kernel for it
+    lost: UpstreamDied | None = None
 
-    def cell_finished(self, request: Request) -> None: ...
+    @property
+    def msg(self) -> Message:
+        return self.run.msg
+
+
+@dataclass(eq=False)
+class _Forwarded:
+    """A forwarded request waiting for its reply: its header and route, not its frames."""
+
+    channel: str
+    header: dict[str, Any]
+    idents: list[bytes]
+    size: int
+    since: float
+    amend: Callable[[Message], None] | None = None
+    waiter: asyncio.Future[Message] | None = None
+
+
+@dataclass(eq=False)
+class _Hidden:
+    """A request of the proxy's own on its hidden connection."""
+
+    future: asyncio.Future[Message]
+    busy: bool = False
+    timer: asyncio.TimerHandle | None = None
 
 
 class _Sink:
-    """Publishes a magic's outputs on IOPub with the request as parent."""
+    """Publishes a magic's outputs on IOPub with its cell as parent."""
 
     def __init__(self, port: Port, parent: dict[str, Any]) -> None:
         self.port = port
@@ -88,7 +158,7 @@ class _Sink:
 
     def stream(self, text: str, name: str = "stdout") -> None:
         if text:
-            self.port.publish("stream", {"name": name, "text": text}, self.parent)
+            self.port.publish(self.parent, wire.stream(name, text))
 
     def display(
         self,
@@ -97,86 +167,207 @@ class _Sink:
         display_id: str | None = None,
         update: bool = False,
     ) -> None:
-        content: dict[str, Any] = {"data": data, "metadata": metadata or {}, "transient": {}}
-        if display_id is not None:
-            content["transient"] = {"display_id": display_id}
-        self.port.publish("update_display_data" if update else "display_data", content, self.parent)
+        self.port.publish(self.parent, wire.display(data, metadata, display_id, update))
 
 
 class Scheduler:
-    """Decides, for each execute_request, who answers it and when."""
+    """Owns every request in flight; see the module docstring for one cell's way."""
 
     def __init__(
-        self,
-        port: Port,
-        magics: MagicTable,
-        run_hidden: RunHidden,
-        services: dict[str, Any] | None = None,
+        self, port: Port, magics: MagicTable, services: Services, limits: Limits | None = None
     ) -> None:
         self.port = port
+        self.limits = limits or Limits()
         self.magics = magics
-        self.run_hidden = run_hidden
-        self.services = services if services is not None else {}
+        self.services = services
         self.observers: list[CellObserver] = []
-        self.queue: deque[Request] = deque()
-        self.inflight: dict[str, Request] = {}
-        self.running: Request | None = None
-        self._task: asyncio.Task[None] | None = None
+        self.queue: deque[_Cell] = deque()
+        self.current: _Cell | None = None
+        self.forwarded: OrderedDict[str, _Forwarded] = OrderedDict()
+        self._forwarded_bytes = 0
+        self.hidden: dict[str, _Hidden] = {}
+        #: probe msg_id → what to do with its answer
+        self._probes: dict[str, Callable[[], None]] = {}
+        #: requests that wait for the kernel to be up
+        self._backlog: list[tuple[str, Message, Callable[[Message], None] | None]] = []
         self._barriers: deque[Callable[[], Awaitable[None]]] = deque()
-        self._barrier: asyncio.Task[None] | None = None
+        self._busy_with: asyncio.Task[None] | None = None
+        self._last_count = 0
+        self.answering = False
 
-    # ---- intake --------------------------------------------------------------------------
+    # ---- the kernel's availability ------------------------------------------------------
 
-    def submit(self, msg: Message) -> None:
-        """Take a frontend execute_request."""
-        content = msg.content()
-        request = Request(msg=msg, cell=parse_cell(str(content.get("code", ""))), content=content)
-        self.queue.append(request)
+    def upstream_ready(self) -> None:
+        """The kernel answers: what waited for it goes out, in order."""
+        self.answering = True
+        backlog, self._backlog = self._backlog, []
+        for channel, msg, amend in backlog:
+            self.forward(channel, msg, amend)
         self.pump()
 
-    def is_magic(self, request: Request) -> bool:
-        """Whether the proxy answers this cell (decided when the cell is next in line, so a
-        mode switched on by the cell before it applies)."""
-        if request.magic is None and request.content.get("silent"):
-            request.magic = self.magics.get(request.cell.magic)  # a frontend's, not a mode's
-        elif request.magic is None:
-            request.magic = self.magics.resolve(request.cell)
-        return request.magic is not None
+    def upstream_died(self, exit_code: int | None) -> None:
+        """The one place a death is handled: every request the dead kernel owed is answered
+        with the cause (or fails, for the proxy's own), and the queue is aborted (its cells
+        would run in a fresh kernel without the state they expect)."""
+        self.answering = False
+        died = UpstreamDied(exit_code)
+        self._abort_queued()
+        cell = self.current
+        if cell is not None and cell.magic is not None:
+            cell.lost = died  # its magic ends, and its reply names the death
+            cell.interrupted.set()
+        elif cell is not None:
+            self._answer_lost(cell, "KernelDied", f"{died} The kernel is restarting.")
+        for msg_id, entry in list(self.forwarded.items()):
+            self._pop_forwarded(msg_id)
+            if entry.waiter is not None:
+                if not entry.waiter.done():
+                    entry.waiter.set_exception(died)
+                continue
+            out = wire.error_reply(str(entry.header.get("msg_type", "")), "KernelDied", str(died))
+            self.port.reply(entry.channel, _stub(entry), out)
+        for hidden in self.hidden.values():
+            if hidden.timer is not None:
+                hidden.timer.cancel()
+            if not hidden.future.done():
+                hidden.future.set_exception(died)
+        self.hidden.clear()
+        self._probes.clear()
+
+    # ---- frontend requests --------------------------------------------------------------
+
+    def submit(self, msg: Message) -> None:
+        """Queue a verified execute_request."""
+        content = msg.content()
+        code = content.get("code", "")
+        if not isinstance(code, str):
+            self._refuse(msg, "the request's code is not a string")
+            return
+        self.queue.append(_Cell(CellRun(msg, parse_cell(code), content)))
+        self.pump()
+
+    def _refuse(self, msg: Message, why: str) -> None:
+        parent = msg.as_parent()
+        self.port.publish(parent, wire.status("busy"))
+        self.port.reply("shell", msg, wire.error_reply(msg.msg_type, "BadRequest", why))
+        self.port.publish(parent, wire.status("idle"))
+
+    def forward(
+        self, channel: str, msg: Message, amend: Callable[[Message], None] | None = None
+    ) -> None:
+        """Forward a request to the kernel; ``amend`` may change its reply on the way back."""
+        if not self.answering:
+            self._backlog.append((channel, msg, amend))
+            return
+        self._keep_forwarded(msg, channel, amend=amend)
+        self.port.to_upstream(channel, msg)
+
+    async def forward_and_wait(self, channel: str, msg: Message, timeout: float) -> Message | None:
+        """Forward ``msg`` and wait up to ``timeout`` s for its reply (kept from the frontend);
+        ``None`` when none came or the kernel died."""
+        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._keep_forwarded(msg, channel, waiter=waiter)
+        self.port.to_upstream(channel, msg)
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except (asyncio.TimeoutError, UpstreamDied):
+            return None
+        finally:
+            self._pop_forwarded(msg.msg_id)
+
+    def _keep_forwarded(
+        self,
+        msg: Message,
+        channel: str,
+        amend: Callable[[Message], None] | None = None,
+        waiter: asyncio.Future[Message] | None = None,
+    ) -> None:
+        """Remember a forwarded request, within the bounds: oldest (and stale) forgotten first;
+        a forgotten request's reply still reaches the frontend, only unamended."""
+        msg_id = msg.msg_id
+        size = len(msg.frames[1]) + sum(len(i) for i in msg.idents)
+        since = time.monotonic()
+        entry = _Forwarded(channel, msg.header, msg.idents, size, since, amend, waiter)
+        self._pop_forwarded(msg_id)
+        self.forwarded[msg_id] = entry
+        self._forwarded_bytes += entry.size
+        stale = entry.since - self.limits.forwarded_max_age
+        while self.forwarded:
+            oldest_id, oldest = next(iter(self.forwarded.items()))
+            if (
+                len(self.forwarded) <= self.limits.forwarded_max
+                and self._forwarded_bytes <= self.limits.forwarded_max_bytes
+                and oldest.since >= stale
+            ) or oldest.waiter is not None:
+                break
+            self._pop_forwarded(oldest_id)
+
+    def _pop_forwarded(self, msg_id: str) -> _Forwarded | None:
+        entry = self.forwarded.pop(msg_id, None)
+        if entry is not None:
+            self._forwarded_bytes -= entry.size
+        return entry
+
+    async def interrupt(self) -> None:
+        """Interrupt whatever runs: a magic is told, the kernel is interrupted in its own mode.
+
+        Interrupts that arrive while one is being delivered (sent less than
+        ``interrupt_window`` ago to a cell that has not reacted yet) are coalesced: a storm
+        of them must not land a second SIGINT inside the kernel's own handling of the first.
+        """
+        cell = self.current
+        if cell is not None and cell.magic is not None:
+            cell.interrupted.set()
+        kernel_busy = (cell is not None and cell.magic is None) or bool(self.hidden)
+        if not kernel_busy:
+            return
+        now = time.monotonic()
+        sent = cell.interrupt_sent if cell is not None else None
+        if sent is not None and now - sent < self.limits.interrupt_window:
+            return
+        if cell is not None:
+            cell.interrupt_sent = now
+        await self.port.interrupt_upstream()
 
     def add_barrier(self, work: Callable[[], Awaitable[None]]) -> None:
         """Run ``work`` once every cell submitted so far has finished, before any later one.
 
-        For the proxy's own housekeeping on the upstream (e.g. re-reading settings a cell
+        For the proxy's own housekeeping on the kernel (e.g. re-reading settings a cell
         changed); an exception in ``work`` is logged, never shown.
         """
         self._barriers.append(work)
         self.pump()
 
+    # ---- moving the queue ---------------------------------------------------------------
+
     def pump(self) -> None:
-        """Move queued requests on as far as ordering allows."""
-        if self._barrier is not None or self.running is not None:
+        """Start the next piece of work if nothing runs: a barrier, a magic, or a cell."""
+        if self.current is not None or self._busy_with is not None or not self.answering:
             return
+        loop = asyncio.get_running_loop()
         if self._barriers:
-            if not self.inflight:
-                work = self._barriers.popleft()
-                self._barrier = asyncio.get_running_loop().create_task(self._run_barrier(work))
+            self._busy_with = loop.create_task(self._run_barrier(self._barriers.popleft()))
             return
-        while self.queue and self.running is None:
-            head = self.queue[0]
-            if not self.is_magic(head):
-                if self.inflight:
-                    return
-                self.queue.popleft()
-                self.inflight[head.msg_id] = head
-                self.port.forward_execute(head.msg)
-                self._started(head)  # it starts the moment the upstream reads it
-                continue
-            if self.inflight:
-                return
-            self.queue.popleft()
-            self.running = head
-            self._task = asyncio.get_running_loop().create_task(self._run_magic(head))
+        if not self.queue:
             return
+        cell = self.current = self.queue.popleft()
+        if self._is_magic(cell):
+            self._busy_with = loop.create_task(self._run_magic(cell))
+            return
+        self.port.to_upstream("shell", cell.msg)
+        self._started(cell)  # it starts the moment the kernel reads it
+        cell.timer = loop.call_later(self.limits.busy_grace, self._probe_cell, cell)
+
+    def _is_magic(self, cell: _Cell) -> bool:
+        """Whether the proxy answers this cell (decided when it is next, so that a mode the
+        cell before switched on applies); a frontend's silent request is never a mode's."""
+        if not cell.decided:
+            cell.decided = True
+            if cell.run.silent:
+                cell.magic = self.magics.get(cell.run.cell.magic)
+            else:
+                cell.magic = self.magics.resolve(cell.run.cell)
+        return cell.magic is not None
 
     async def _run_barrier(self, work: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -184,177 +375,397 @@ class Scheduler:
         except Exception:
             log.exception("Housekeeping on the kernel failed")
         finally:
-            self._barrier = None
+            self._busy_with = None
             self.pump()
 
-    # ---- events from the upstream ---------------------------------------------------------
-
-    def on_status(self, parent_id: str | None, state: str) -> None:
-        """The upstream's status for a request (before the frontend sees it; the caller
-        calls pump() after passing an idle on)."""
-        request = self.inflight.get(parent_id or "")
-        if request is None:
-            return
-        if state == "busy":
-            self._started(request)
-        elif state == "idle":
-            request.idle = True
-            self._maybe_done(request)
-
-    def _started(self, request: Request) -> None:
-        if request.started is None:
-            request.started = time.time()
+    def _started(self, cell: _Cell) -> None:
+        if cell.run.started is None:
+            cell.run.started = time.time()
             for observer in self.observers:
-                observer.cell_started(request)
+                observer.cell_started(cell.run)
 
-    def on_reply(self, msg: Message) -> None:
-        request = self.inflight.get(msg.parent_msg_id or "")
-        if request is None:
+    def _finish(self, cell: _Cell) -> None:
+        """The cell is over: observers told, the next may go (the caller forwards its idle)."""
+        if cell.done:
             return
-        request.reply_status = str(msg.content().get("status", "ok"))
-        if request.reply_status == "error" and request.stop_on_error:
+        cell.done = True
+        if cell.timer is not None:
+            cell.timer.cancel()
+        if cell.run.started is not None:
+            for observer in self.observers:
+                observer.cell_finished(cell.run)
+        if self.current is cell:
+            self.current = None
+
+    # ---- the kernel's messages ----------------------------------------------------------
+
+    def is_quiet(self, parent_id: str | None) -> bool:
+        """Whether messages with this parent are the proxy's own business, not the user's."""
+        return parent_id in self.hidden or parent_id in self._probes
+
+    def from_iopub(self, msg: Message) -> None:
+        """A kernel IOPub message: dropped if it belongs to the proxy's own work, otherwise
+        forwarded (a cell's busy and idle moving it on)."""
+        parent = msg.parent_msg_id
+        if msg.msg_type == "iopub_welcome" or self.is_quiet(parent):
+            if parent is not None and parent in self.hidden and msg.msg_type == "status":
+                self._hidden_status(parent, _state(msg))
+            return
+        cell = self.current
+        if cell is None or cell.magic is not None or parent != cell.run.msg_id:
+            self.port.to_frontend("iopub", msg)
+            return
+        state = _state(msg) if msg.msg_type == "status" else None
+        if state == "busy":
+            cell.busy = True
+            if cell.timer is not None and not cell.replied:
+                cell.timer.cancel()
+                cell.timer = None
+        elif state == "idle":
+            cell.idle = msg
+            if not cell.replied:  # held back until the reply is in (or the kernel says none)
+                self._rearm(cell, self.limits.quiet_grace, self._probe_cell)
+                return
+            self._finish(cell)
+            self.port.to_frontend("iopub", msg)
+            self.pump()
+            return
+        self.port.to_frontend("iopub", msg)
+
+    def from_shell(self, msg: Message) -> None:
+        """A reply on the proxy's shell connection."""
+        parent = msg.parent_msg_id or ""
+        probe = self._probes.pop(parent, None)
+        if probe is not None:
+            probe()
+            return
+        cell = self.current
+        if cell is not None and cell.magic is None and parent == cell.run.msg_id:
+            self._cell_reply(cell, msg)
+            return
+        self._forwarded_reply("shell", msg)
+
+    def from_control(self, msg: Message) -> None:
+        """A reply on the proxy's control connection."""
+        self._forwarded_reply("control", msg)
+
+    def _forwarded_reply(self, channel: str, msg: Message) -> None:
+        """A reply to a forwarded request (or to one forgotten: passed on as it is)."""
+        entry = self._pop_forwarded(msg.parent_msg_id or "")
+        if entry is not None and entry.waiter is not None:
+            if not entry.waiter.done():
+                entry.waiter.set_result(msg)
+            return
+        if entry is not None and entry.amend is not None:
+            try:
+                entry.amend(msg)
+            except (WireError, ValueError, TypeError, KeyError):
+                log.exception("Could not amend a %s; passed on as it came", msg.msg_type)
+        self.port.to_frontend(channel, msg)
+
+    def _cell_reply(self, cell: _Cell, msg: Message) -> None:
+        try:
+            content = msg.content()
+        except WireError:
+            content = {"status": "error"}
+        status = str(content.get("status", "error"))
+        count = content.get("execution_count")
+        if isinstance(count, int):
+            self._last_count = count
+            cell.run.execution_count = count
+        interrupted = status == "error" and content.get("ename") == "KeyboardInterrupt"
+        cell.run.reply_status = "interrupted" if interrupted else status
+        cell.replied = True
+        self.port.to_frontend("shell", msg)
+        if status == "error" and cell.run.stop_on_error:
             self._abort_queued()
-        if not request.idle and request.idle_timer is None:
-            request.idle_timer = asyncio.get_running_loop().call_later(
-                IDLE_GRACE, self._force_idle, request
+        if cell.idle is not None:  # it came first and was held back
+            idle, cell.idle = cell.idle, None
+            self._finish(cell)
+            self.port.to_frontend("iopub", idle)
+            self.pump()
+        else:
+            self._rearm(cell, self.limits.idle_grace, self._force_idle)
+
+    def _force_idle(self, cell: _Cell) -> None:
+        if not cell.done:
+            log.debug("No idle status for %s; treating it as finished", cell.run.msg_id)
+            self._finish(cell)
+            self.pump()
+
+    def _rearm(self, cell: _Cell, delay: float, then: Callable[[_Cell], None]) -> None:
+        if cell.timer is not None:
+            cell.timer.cancel()
+        cell.timer = asyncio.get_running_loop().call_later(delay, then, cell)
+
+    # ---- probes: a refused request told from a slow one ---------------------------------
+
+    def _probe(self, channel: str, then: Callable[[], None]) -> None:
+        """Ask the kernel a ``kernel_info_request`` on ``channel``. It answers the connection's
+        requests in order, so when the answer comes, every request sent before it on the same
+        connection has had its reply, or never will."""
+        self._probes[
+            self.port.upstream_request(channel, wire.Outgoing("kernel_info_request", {}))
+        ] = then
+
+    def _probe_cell(self, cell: _Cell) -> None:
+        cell.timer = None
+        if cell.done or cell.replied:
+            return
+        self._probe("shell", lambda: self._probe_answered(cell))
+
+    def _probe_answered(self, cell: _Cell) -> None:
+        if cell.done or cell.replied or self.current is not cell:
+            return
+        if not cell.busy:
+            log.warning("The kernel dropped cell %s without a reply", cell.run.msg_id)
+            self._answer_lost(
+                cell, "KernelRefused", "The kernel dropped this request without answering it."
             )
-        self._maybe_done(request)
+        elif cell.interrupt_sent is not None:
+            self._answer_lost(
+                cell,
+                "KeyboardInterrupt",
+                "Interrupted; the kernel stopped the cell without a reply.",
+            )
+        else:
+            self._answer_lost(cell, "KernelError", "The kernel finished the cell without a reply.")
+
+    def _answer_lost(self, cell: _Cell, ename: str, evalue: str) -> None:
+        """Answer a forwarded cell the kernel will not answer: its error, reply and idle."""
+        parent = cell.msg.as_parent()
+        if not cell.busy and cell.idle is None:
+            self.port.publish(parent, wire.status("busy"))
+        self.port.publish(parent, wire.error(ename, evalue))
+        count = self._last_count if self.port.kernel().ipython else None
+        self.port.reply(
+            "shell", cell.msg, wire.error_reply("execute_request", ename, evalue, count=count)
+        )
+        cell.replied = True
+        cell.run.reply_status = "interrupted" if ename == "KeyboardInterrupt" else "error"
+        idle, cell.idle = cell.idle, None
+        self._finish(cell)
+        if idle is not None:
+            self.port.to_frontend("iopub", idle)
+        else:
+            self.port.publish(parent, wire.status("idle"))
+        if cell.run.stop_on_error:
+            self._abort_queued()
         self.pump()
 
-    def _force_idle(self, request: Request) -> None:
-        if request.msg_id in self.inflight and not request.idle:
-            log.debug("No idle status for %s; treating it as finished", request.msg_id)
-            request.idle = True
-            self._maybe_done(request)
-            self.pump()
+    # ---- the proxy's own work on the kernel ---------------------------------------------
 
-    def _maybe_done(self, request: Request) -> None:
-        """Finish the cell once its reply and idle are both in; the caller then calls pump()."""
-        if request.reply_status is None or not request.idle:
+    async def run_hidden(
+        self, code: str, expressions: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Run ``code`` silently in the user's namespace and evaluate ``expressions`` there.
+
+        Nothing is shown to the user, nothing enters the history, the execution count does not
+        change. Each expression's value comes back as a Python literal (``ast.literal_eval`` of
+        its repr), so expressions should evaluate to str, numbers, lists, dicts or None.
+        """
+        if not self.answering:
+            raise UpstreamDied(None)
+        content: dict[str, Any] = {
+            "code": code,
+            "silent": True,
+            "store_history": False,
+            "user_expressions": expressions or {},
+            "allow_stdin": False,
+            "stop_on_error": False,
+        }
+        msg_id, hidden = self._send_hidden(wire.Outgoing("execute_request", content))
+        hidden.timer = asyncio.get_running_loop().call_later(
+            self.limits.busy_grace, self._probe_hidden, msg_id
+        )
+        try:
+            reply = await hidden.future
+        finally:
+            self._forget_hidden(msg_id)
+        return _hidden_values(reply)
+
+    async def ask(self, out: wire.Outgoing, timeout: float) -> Message:
+        """Send a request of the proxy's own on the hidden connection, also while the kernel is
+        not answering yet, and wait up to ``timeout`` s for its reply (``TimeoutError``)."""
+        msg_id, hidden = self._send_hidden(out)
+        try:
+            return await asyncio.wait_for(hidden.future, timeout)
+        finally:
+            self._forget_hidden(msg_id)
+
+    def _send_hidden(self, out: wire.Outgoing) -> tuple[str, _Hidden]:
+        msg_id = self.port.upstream_request("hidden", out)
+        hidden = self.hidden[msg_id] = _Hidden(asyncio.get_running_loop().create_future())
+        return msg_id, hidden
+
+    def _forget_hidden(self, msg_id: str) -> None:
+        hidden = self.hidden.pop(msg_id, None)
+        if hidden is not None and hidden.timer is not None:
+            hidden.timer.cancel()
+
+    def from_hidden(self, msg: Message) -> None:
+        """A reply on the proxy's hidden connection."""
+        parent = msg.parent_msg_id or ""
+        probe = self._probes.pop(parent, None)
+        if probe is not None:
+            probe()
             return
-        if request.idle_timer is not None:
-            request.idle_timer.cancel()
-        del self.inflight[request.msg_id]
-        for observer in self.observers:
-            observer.cell_finished(request)
+        hidden = self.hidden.get(parent)
+        if hidden is not None and not hidden.future.done():
+            hidden.future.set_result(msg)
 
-    def on_upstream_died(self, exit_code: int | None) -> None:
-        """Answer the cell the dead upstream owed a reply, with the cause; abort those queued
-        behind it (they would run in a fresh kernel without the state they expect)."""
-        died = UpstreamDied(exit_code)
-        self._abort_queued()
-        for request in list(self.inflight.values()):
-            self._publish_error(request, "KernelDied", f"{died} The kernel is restarting.", [])
-            self.port.reply(
-                request.msg, "execute_reply", _error_content("KernelDied", str(died), [])
+    def _hidden_status(self, msg_id: str, state: str | None) -> None:
+        hidden = self.hidden.get(msg_id)
+        if hidden is None:
+            return
+        if state == "busy":
+            hidden.busy = True
+            if hidden.timer is not None:
+                hidden.timer.cancel()
+                hidden.timer = None
+        elif state == "idle" and not hidden.future.done():
+            hidden.timer = asyncio.get_running_loop().call_later(
+                self.limits.quiet_grace, self._probe_hidden, msg_id
             )
-            self.port.publish("status", {"execution_state": "idle"}, request.msg.as_parent())
-            request.reply_status = "error"
-            request.idle = True
-            self._maybe_done(request)
 
-    # ---- interrupts and waiting ---------------------------------------------------------
+    def _probe_hidden(self, msg_id: str) -> None:
+        def answered() -> None:
+            hidden = self.hidden.get(msg_id)
+            if hidden is not None and not hidden.future.done():
+                hidden.future.set_exception(
+                    HiddenExecutionError(
+                        "KernelRefused", "the kernel did not answer the proxy's request"
+                    )
+                )
 
-    @property
-    def busy_upstream(self) -> bool:
-        return bool(self.inflight)
-
-    def interrupt(self) -> None:
-        """Tell a running magic that the user interrupted it."""
-        if self.running is not None:
-            self.running.interrupted.set()
+        if msg_id in self.hidden:
+            self._probe("hidden", answered)
 
     # ---- cells the proxy answers --------------------------------------------------------
 
     def _abort_queued(self) -> None:
         while self.queue:
-            self._send_aborted(self.queue.popleft())
+            cell = self.queue.popleft()
+            parent = cell.msg.as_parent()
+            self.port.publish(parent, wire.status("busy"))
+            self.port.reply("shell", cell.msg, wire.aborted("execute_request"))
+            self.port.publish(parent, wire.status("idle"))
 
-    def _send_aborted(self, request: Request) -> None:
-        parent = request.msg.as_parent()
-        self.port.publish("status", {"execution_state": "busy"}, parent)
-        self.port.reply(request.msg, "execute_reply", {"status": "aborted"}, {"status": "aborted"})
-        self.port.publish("status", {"execution_state": "idle"}, parent)
+    async def _execution_count(self, cell: _Cell) -> int | None:
+        """A magic cell takes the kernel's next execution count, as it would in IPython; in
+        front of another kernel it shows the last count the kernel gave."""
+        if cell.run.silent:
+            return None
+        if not self.port.kernel().ipython:
+            return self._last_count
+        result = await self._hidden_for(cell)(*kernelside.next_execution_count())
+        self._last_count = int(result["n"])
+        return self._last_count - 1
 
-    def _publish_error(self, request: Request, ename: str, evalue: str, tb: list[str]) -> None:
-        content = {"ename": ename, "evalue": evalue, "traceback": tb or [f"{ename}: {evalue}"]}
-        self.port.publish("error", content, request.msg.as_parent())
+    def _hidden_for(self, cell: _Cell) -> Callable[..., Awaitable[dict[str, Any]]]:
+        """``run_hidden`` for a magic's cell: refused once the kernel it began on has died."""
 
-    async def _next_execution_count(self, request: Request) -> int:
-        """Magic cells take the next execution count, as they would in IPython."""
-        if request.content.get("silent"):
-            return 0
-        result = await self.run_hidden(
-            "get_ipython().execution_count += 1", {"n": "get_ipython().execution_count"}
-        )
-        return int(result["n"]) - 1
+        async def run_hidden(
+            code: str, expressions: dict[str, str] | None = None
+        ) -> dict[str, Any]:
+            if cell.lost is not None:
+                raise cell.lost
+            return await self.run_hidden(code, expressions)
 
-    async def _run_magic(self, request: Request) -> None:
-        parent = request.msg.as_parent()
-        magic = request.magic
+        return run_hidden
+
+    async def _run_magic(self, cell: _Cell) -> None:
+        run, magic = cell.run, cell.magic
         assert magic is not None
-        status, count = "ok", 0
-        self.port.publish("status", {"execution_state": "busy"}, parent)
+        parent = cell.msg.as_parent()
+        count: int | None = None
+        self.port.publish(parent, wire.status("busy"))
         try:
-            count = await self._next_execution_count(request)
-            if not request.content.get("silent"):
-                self.port.publish(
-                    "execute_input", {"code": request.cell.code, "execution_count": count}, parent
+            kernel = self.port.kernel()
+            if magic.needs_python and not kernel.ipython:
+                raise MagicError(
+                    f"%%{magic.name} runs Python in the kernel; this kernel is "
+                    f"{kernel.language}, not IPython."
                 )
+            count = run.execution_count = await self._execution_count(cell)
+            if not run.silent:
+                self.port.publish(parent, wire.execute_input(run.cell.code, count))
             ctx = MagicContext(
                 out=_Sink(self.port, parent),
-                run_hidden=self.run_hidden,
-                interrupted=request.interrupted,
+                run_hidden=self._hidden_for(cell),
                 services=self.services,
-                request=request.content,
+                interrupted=cell.interrupted,
+                request=run.content,
+                execution_count=count,
             )
             if magic.measured:
-                request.started = time.time()
-                for observer in self.observers:
-                    observer.cell_started(request)
-            await magic.handler(ctx, request.cell.args, request.cell.body)
-            reply = {
-                "status": "ok",
-                "execution_count": count,
-                "user_expressions": {},
-                "payload": [],
-            }
-        except (JumperError, OSError) as exc:
-            reply = self._fail(request, count, *user_error(exc))
-        except Exception as exc:  # a bug in the proxy must not cost the user the kernel
-            log.exception("Magic %%%%%s failed", magic.name)
-            tb = traceback.format_exception(exc)
-            reply = self._fail(request, count, "InternalError", f"%%{magic.name} failed: {exc}", tb)
-        status = str(reply["status"])
-        if magic.measured and request.started is not None:
-            request.reply_status = status
-            for observer in self.observers:
-                observer.cell_finished(request)
-        self.port.reply(request.msg, "execute_reply", reply, {"status": status})
-        self.port.publish("status", {"execution_state": "idle"}, parent)
-        self.running = None
-        if status == "error" and request.stop_on_error:
+                self._started(cell)
+            await magic.handler(ctx, run.cell.args, run.cell.body)
+            if cell.lost is not None:
+                raise cell.lost
+            out = wire.execute_ok(count)
+        except Exception as exc:
+            out = self._magic_failed(cell, exc, count)
+        status = str(out.content["status"])
+        run.reply_status = status
+        if status == "error" and cell.interrupted.is_set() and cell.lost is None:
+            run.reply_status = "interrupted"
+        self._finish(cell)
+        self.port.reply("shell", cell.msg, out)
+        self.port.publish(parent, wire.status("idle"))
+        self._busy_with = None
+        if status == "error" and run.stop_on_error:
             self._abort_queued()
         self.pump()
 
-    def _fail(
-        self, request: Request, count: int, ename: str, evalue: str, tb: list[str]
-    ) -> dict[str, Any]:
-        self._publish_error(request, ename, evalue, tb)
-        content = _error_content(ename, evalue, tb)
-        content["execution_count"] = count
-        return content
+    def _magic_failed(self, cell: _Cell, exc: Exception, count: int | None) -> wire.Outgoing:
+        tb: list[str]
+        if cell.lost is not None:
+            ename, evalue, tb = "KernelDied", f"{cell.lost} The kernel is restarting.", []
+        elif isinstance(exc, (JumperError, OSError)):
+            ename, evalue, tb = user_error(exc)
+        else:  # a bug in the proxy must not cost the user the kernel
+            assert cell.magic is not None
+            log.exception("Magic %%%%%s failed", cell.magic.name)
+            ename, evalue = "InternalError", f"%%{cell.magic.name} failed: {exc}"
+            tb = traceback.format_exception(exc)
+        self.port.publish(cell.msg.as_parent(), wire.error(ename, evalue, tb))
+        return wire.error_reply("execute_request", ename, evalue, tb, count)
 
 
-def _error_content(ename: str, evalue: str, tb: list[str]) -> dict[str, Any]:
-    return {
-        "status": "error",
-        "ename": ename,
-        "evalue": evalue,
-        "traceback": tb or [f"{ename}: {evalue}"],
-        "user_expressions": {},
-        "payload": [],
-    }
+def _state(msg: Message) -> str | None:
+    try:
+        state = msg.content().get("execution_state")
+    except WireError:
+        return None
+    return str(state) if state is not None else None
 
 
-__all__ = ["CellObserver", "Port", "Request", "Scheduler"]
+def _stub(entry: _Forwarded) -> Message:
+    """A request message rebuilt from what was kept of it, to answer it."""
+    return Message(idents=entry.idents, frames=[], header=entry.header, parent_header={})
+
+
+def _hidden_values(reply: Message) -> dict[str, Any]:
+    import ast
+
+    content = reply.content()
+    if content.get("status") != "ok":
+        raise HiddenExecutionError(
+            content.get("ename", "Error"), content.get("evalue", ""), content.get("traceback")
+        )
+    results: dict[str, Any] = {}
+    for name, value in content.get("user_expressions", {}).items():
+        if value.get("status") != "ok":
+            raise HiddenExecutionError(value.get("ename", "Error"), value.get("evalue", ""))
+        text = value.get("data", {}).get("text/plain", "None")
+        try:
+            results[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError) as exc:
+            raise HiddenExecutionError(
+                "ValueError", f"{name} is not a literal: {text[:200]}"
+            ) from exc
+    return results
+
+
+__all__ = ["Limits", "Port", "Scheduler"]

@@ -1,18 +1,21 @@
-"""Owning the upstream kernel: start, restart, interrupt, death detection, and hidden execution.
+"""Owning the upstream kernel: start, restart, interrupt, shutdown, death detection, and its
+sockets.
 
-The upstream is started with jupyter_client on a private connection file of its own (a fresh
-random key, mode 0600, loopback tcp or ipc in a 0700 directory). It is tied to the proxy's
-life three ways: it is shut down with the proxy; ``JPY_PARENT_PID`` lets ipykernel notice an
-orphaning itself; and ``PR_SET_PDEATHSIG`` (Linux) kills it if the proxy is killed outright.
+The upstream is started with jupyter_client on a private connection file of its own (mode
+0600; ipc sockets in a 0700 directory, or loopback tcp) that carries the frontend connection's
+own key and signature scheme, so frames pass through the proxy without being signed again. It
+is tied to the proxy's life three ways: it is shut down with the proxy; ``JPY_PARENT_PID`` lets
+ipykernel notice an orphaning itself; and ``PR_SET_PDEATHSIG`` (Linux) kills it if the proxy is
+killed outright.
 
-Only this module touches the upstream's sockets. Frames are relayed by ``relay.py``; here we
-own the sockets, the upstream's :class:`~jupyter_client.session.Session` and the proxy's own
-"hidden" shell socket used by :meth:`Upstream.run_hidden`.
+Only this module touches the upstream's sockets: the proxy's shell, control and stdin
+connections, its IOPub subscription, and a second shell connection of the proxy's own
+(``hidden``) for its silent work. What arrives on them goes to the handlers it is given; which
+request a message answers is the scheduler's business.
 """
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import contextlib
 import ctypes
@@ -32,16 +35,14 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKerne
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
 
+from jumper_proxy import wire
 from jumper_proxy.config import UpstreamSpec
-from jumper_proxy.errors import HiddenExecutionError, UpstreamDied, UpstreamError
+from jumper_proxy.errors import UpstreamError, WireError
 from jumper_proxy.leftovers import owner_is_gone
 from jumper_proxy.pump import Handler, Pump
-from jumper_proxy.relay import Message, forward_frames, new_frames, parse_frames
 
 log = logging.getLogger(__name__)
 
-#: How long the upstream may take to answer its first kernel_info_request.
-STARTUP_TIMEOUT = 60.0
 #: How long a shutdown_request may take before the upstream is killed.
 SHUTDOWN_GRACE = 5.0
 
@@ -126,10 +127,10 @@ def _url(info: Mapping[str, Any], channel: str) -> str:
 class Upstream:
     """One upstream kernel, restarted in place when it dies.
 
-    ``routes`` maps ``shell``, ``control``, ``stdin`` and ``iopub`` to the handlers of
-    verified messages from those sockets. ``on_death`` is called (in the event loop) with the
-    exit code when the process ends without the proxy asking it to; the proxy then answers
-    what was pending and calls :meth:`restart`.
+    ``routes`` maps ``shell``, ``control``, ``stdin``, ``iopub`` and ``hidden`` to the handlers
+    of the messages arriving there. ``on_death`` is called (in the event loop) with the exit
+    code when the process ends without the proxy asking it to. ``generation`` counts the
+    kernels started: work begun on one generation never continues on the next.
     """
 
     def __init__(
@@ -137,30 +138,26 @@ class Upstream:
         spec: UpstreamSpec,
         context: zmq.Context[Any],
         pump: Pump,
-        routes: dict[str, Callable[[Message], None]],
+        session: Session,
+        routes: dict[str, Callable[[wire.Message], None]],
         *,
         transport: str = "ipc",
         on_death: Callable[[int | None], None] | None = None,
-        resign_for: Session | None = None,
     ) -> None:
         self.spec = spec
         self.context = context
         self.pump = pump
+        self.session = session
         self.routes = routes
-        self.resign_for = resign_for
         self.transport = transport
         self.on_death = on_death
-        self.ready = asyncio.Event()
+        self.generation = 0
         self.sockets: UpstreamSockets | None = None
-        self.session: Session | None = None
         _remove_stale_runtime_dirs()
         self._runtime_dir = tempfile.mkdtemp(prefix=f"{RUNTIME_PREFIX}{os.getpid()}-")  # 0700
         self._manager: AsyncKernelManager | None = None
         self._pidfd: int | None = None
         self._stopping = False
-        self._hidden_waiters: dict[str, asyncio.Future[Message]] = {}
-        self.hidden_ids: set[str] = set()
-        self._iopub_seen = asyncio.Event()
         self._identity = f"jumper-proxy-{uuid.uuid4().hex[:8]}".encode()
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -171,23 +168,26 @@ class Upstream:
         proc = getattr(self._manager.provisioner, "process", None) if self._manager else None
         return proc.pid if proc is not None else None
 
+    @property
+    def running(self) -> bool:
+        return self.sockets is not None
+
     async def start(self) -> None:
-        """Start the kernel, connect, and wait until it answers on shell and iopub."""
-        self.ready.clear()
+        """Start the kernel and connect to it (whether it answers is for the caller to ask)."""
         self._stopping = False
         try:
             self._manager = _make_manager(self.spec, self.transport, self._runtime_dir)
+            # the frontend connection's key: forwarded frames keep their signatures
+            self._manager.session.signature_scheme = self.session.signature_scheme
+            self._manager.session.key = self.session.key
             await self._manager.start_kernel(preexec_fn=_die_with_parent)
         except NoSuchKernel as exc:
             raise UpstreamError(f"No kernelspec named {self.spec.kernel_name!r}") from exc
         except (OSError, RuntimeError, ValueError) as exc:
             raise UpstreamError(f"Could not start {self.spec.describe()}: {exc}") from exc
-        self.session = self._manager.session
+        self.generation += 1
         self._connect()
         self._watch_process()
-        await self._wait_until_answering()
-        self.ready.set()
-        log.info("Upstream kernel ready (pid %s, %s)", self.pid, self.spec.describe())
 
     def _connect(self) -> None:
         assert self._manager is not None
@@ -213,35 +213,31 @@ class Upstream:
             iopub=iopub,
             hidden=dealer("shell", self._identity + b"-hidden"),
         )
-        sockets = self.sockets
-        for name in ("shell", "control", "stdin"):
-            self.pump.watch(getattr(sockets, name), self._reader(self.routes[name]))
-        self.pump.watch(sockets.iopub, self._reader(self._on_iopub))
-        self.pump.watch(sockets.hidden, self._reader(self._deliver_hidden))
+        for name in ("shell", "control", "stdin", "iopub", "hidden"):
+            self.pump.watch(getattr(self.sockets, name), self._reader(name))
 
-    def _reader(self, handle: Callable[[Message], None]) -> Handler:
+    def _reader(self, channel: str) -> Handler:
+        handle = self.routes[channel]
+
         def read(frames: list[Any]) -> None:
-            assert self.session is not None
-            msg = parse_frames(frames, self.session, self.resign_for)
-            if msg is not None:
-                handle(msg)
+            try:
+                msg = wire.split(frames)
+            except WireError as exc:
+                log.warning("Dropped a message from the kernel on %s: %s", channel, exc)
+                return
+            handle(msg)
 
         return read
 
-    def _on_iopub(self, msg: Message) -> None:
-        self._iopub_seen.set()
-        self.routes["iopub"](msg)
+    def send(self, channel: str, frames: list[Any]) -> None:
+        """Send frames as they are on ``channel`` (shell, control, stdin or hidden)."""
+        if self.sockets is not None:
+            self.pump.send(getattr(self.sockets, channel), frames)
 
-    def send(self, channel: str, msg: Message) -> None:
-        """Relay a frontend message to the kernel, signed with the kernel's key."""
-        assert self.sockets is not None and self.session is not None
-        self.pump.send(getattr(self.sockets, channel), forward_frames(msg, self.session))
-
-    def _send_hidden(self, msg_type: str, content: dict[str, Any]) -> str:
-        assert self.sockets is not None and self.session is not None
-        msg_id, frames = new_frames(self.session, msg_type, content, None)
-        self.hidden_ids.add(msg_id)
-        self.pump.send(self.sockets.hidden, frames)
+    def send_new(self, channel: str, out: wire.Outgoing) -> str:
+        """Send a request of the proxy's own on ``channel``; its msg_id."""
+        msg_id, frames = wire.serialize(self.session, out, None)
+        self.send(channel, frames)
         return msg_id
 
     def _watch_process(self) -> None:
@@ -266,66 +262,21 @@ class Upstream:
             os.close(self._pidfd)
             self._pidfd = None
 
+    def exit_code(self) -> int | None:
+        proc = getattr(self._manager.provisioner, "process", None) if self._manager else None
+        return proc.poll() if proc is not None else None
+
     def _process_ended(self) -> None:
         self._unwatch_process()
-        proc = getattr(self._manager.provisioner, "process", None) if self._manager else None
-        code = proc.poll() if proc is not None else None
-        self.ready.clear()
-        for fut in self._hidden_waiters.values():
-            if not fut.done():
-                fut.set_exception(UpstreamDied(code))
-        self._hidden_waiters.clear()
+        code = self.exit_code()
         if self._stopping:
             return
         log.warning("Upstream kernel ended unexpectedly (exit code %s)", code)
         if self.on_death is not None:
             self.on_death(code)
 
-    async def _wait_until_answering(self) -> None:
-        """kernel_info on shell until both the reply and an iopub message have arrived.
-
-        The iopub message (welcome or status) proves our SUB socket is connected, so no
-        output of the first cell is lost.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STARTUP_TIMEOUT
-        self._iopub_seen.clear()
-        while True:
-            msg_id = self._send_hidden("kernel_info_request", {})
-            reply: asyncio.Future[Message] = loop.create_future()
-            self._hidden_waiters[msg_id] = reply
-            attempt = min(1.0, max(0.01, deadline - loop.time()))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.gather(asyncio.shield(reply), self._iopub_seen.wait()), attempt
-                )
-            self._hidden_waiters.pop(msg_id, None)
-            if (
-                reply.done()
-                and not reply.cancelled()
-                and reply.exception() is None
-                and self._iopub_seen.is_set()
-            ):
-                return
-            if reply.done() and not reply.cancelled() and reply.exception() is not None:
-                raise UpstreamError(f"{self.spec.describe()} exited during start-up")
-            if self._manager is None or not await self._manager.is_alive():
-                proc = (
-                    getattr(self._manager.provisioner, "process", None) if self._manager else None
-                )
-                code = proc.poll() if proc is not None else None
-                raise UpstreamError(
-                    f"{self.spec.describe()} exited during start-up (exit code {code})"
-                )
-            if loop.time() >= deadline:
-                raise UpstreamError(
-                    f"{self.spec.describe()} did not answer within {STARTUP_TIMEOUT:.0f} s"
-                )
-
-    @property
-    def hidden_running(self) -> bool:
-        """Whether hidden code of the proxy's runs (or waits) in the kernel."""
-        return bool(self._hidden_waiters)
+    async def is_alive(self) -> bool:
+        return self._manager is not None and bool(await self._manager.is_alive())
 
     def expect_exit(self) -> None:
         """The upstream was asked to shut down: its exit is not a death."""
@@ -339,7 +290,6 @@ class Upstream:
     async def shutdown(self, *, now: bool = False) -> None:
         """Stop the kernel (it is asked first unless ``now``) and remove its files."""
         self._stopping = True
-        self.ready.clear()
         await self._teardown(kill=now)
         shutil.rmtree(self._runtime_dir, ignore_errors=True)
 
@@ -350,7 +300,6 @@ class Upstream:
                 self.pump.unwatch(sock)
                 sock.close(linger=0)
             self.sockets = None
-        self.hidden_ids.clear()
         manager, self._manager = self._manager, None
         if manager is None:
             return
@@ -379,59 +328,6 @@ class Upstream:
             return
         with contextlib.suppress(Exception):
             await self._manager.interrupt_kernel()
-
-    # ---- hidden execution -----------------------------------------------------------------
-
-    def _deliver_hidden(self, msg: Message) -> None:
-        """Hand a reply that arrived on the hidden socket to whoever waits for it."""
-        fut = self._hidden_waiters.pop(msg.parent_msg_id or "", None)
-        if fut is not None and not fut.done():
-            fut.set_result(msg)
-
-    async def run_hidden(
-        self, code: str, expressions: dict[str, str] | None = None
-    ) -> dict[str, Any]:
-        """Run ``code`` silently in the user's namespace and evaluate ``expressions`` there.
-
-        Nothing is shown to the user, nothing enters the history, the execution count does not
-        change. Each expression's value comes back as a Python literal (``ast.literal_eval`` of
-        its repr), so expressions should evaluate to str, numbers, lists, dicts or None.
-        """
-        await self.ready.wait()
-        content = {
-            "code": code,
-            "silent": True,
-            "store_history": False,
-            "user_expressions": expressions or {},
-            "allow_stdin": False,
-            "stop_on_error": False,
-        }
-        msg_id = self._send_hidden("execute_request", content)
-        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._hidden_waiters[msg_id] = fut
-        try:
-            reply = await fut
-        finally:
-            self._hidden_waiters.pop(msg_id, None)
-        reply_content = reply.content()
-        if reply_content.get("status") != "ok":
-            raise HiddenExecutionError(
-                reply_content.get("ename", "Error"),
-                reply_content.get("evalue", ""),
-                reply_content.get("traceback"),
-            )
-        results: dict[str, Any] = {}
-        for name, value in reply_content.get("user_expressions", {}).items():
-            if value.get("status") != "ok":
-                raise HiddenExecutionError(value.get("ename", "Error"), value.get("evalue", ""))
-            text = value.get("data", {}).get("text/plain", "None")
-            try:
-                results[name] = ast.literal_eval(text)
-            except (ValueError, SyntaxError) as exc:
-                raise HiddenExecutionError(
-                    "ValueError", f"{name} is not a literal: {text[:200]}"
-                ) from exc
-        return results
 
 
 __all__ = ["Upstream", "UpstreamSockets"]

@@ -10,19 +10,19 @@ from __future__ import annotations
 import html
 import json
 import keyword
+import os
 import time
-from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+from jumper_proxy import kernelside
+from jumper_proxy.api import Magic, MagicContext, MagicTable, MonitorControls
 from jumper_proxy.errors import MagicError
-from jumper_proxy.magics import Magic, MagicContext, MagicTable
-from jumper_proxy.monitor.service import Monitor
 from jumper_proxy.monitor.store import METRICS, CellRecord
-from jumper_proxy.plots import graph_bundle, parse_metric_list
 
 
-async def _records(ctx: MagicContext) -> Monitor:
-    monitor: Monitor = ctx.services["monitor"]
+async def _records(ctx: MagicContext) -> MonitorControls:
+    monitor = ctx.services.monitor
     await monitor.drain()
     return monitor
 
@@ -98,31 +98,6 @@ def _export_perf(records: list[CellRecord]) -> str:
     return json.dumps({"metrics": ["time_s", *METRICS], "cells": cells})
 
 
-DEFINE_VARIABLE = """\
-def _jumper_perfdata(text):
-    import json
-    records = json.loads(text)
-    try:
-        import pandas
-    except ImportError:
-        return records
-    for record in records:
-        record["samples"] = pandas.DataFrame(record["samples"])
-    return records
-{name} = _jumper_perfdata({text!r})
-del _jumper_perfdata
-"""
-
-WRITE_FILES = """\
-def _jumper_write(files):
-    for path, text in files.items():
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-_jumper_write({files!r})
-del _jumper_write
-"""
-
-
 async def display_code_history(ctx: MagicContext, args: str, body: str) -> None:
     monitor = await _records(ctx)
     ctx.out.display(history_bundle(monitor.store.records()))
@@ -137,12 +112,16 @@ async def display_code_for_index(ctx: MagicContext, args: str, body: str) -> Non
 
 
 async def display_graph_for_last(ctx: MagicContext, args: str, body: str) -> None:
+    from jumper_proxy.plots import graph_bundle, parse_metric_list
+
     metrics = parse_metric_list(args)
     monitor = await _records(ctx)
     ctx.out.display(graph_bundle([monitor.store.last()], metrics))
 
 
 async def display_graph_for_index(ctx: MagicContext, args: str, body: str) -> None:
+    from jumper_proxy.plots import graph_bundle, parse_metric_list
+
     index, rest = parse_index(args, "display_graph_for_index")
     metrics = parse_metric_list(rest)
     monitor = await _records(ctx)
@@ -150,6 +129,8 @@ async def display_graph_for_index(ctx: MagicContext, args: str, body: str) -> No
 
 
 async def display_graph_for_all(ctx: MagicContext, args: str, body: str) -> None:
+    from jumper_proxy.plots import graph_bundle, parse_metric_list
+
     metrics = parse_metric_list(args)
     monitor = await _records(ctx)
     records = monitor.store.records()
@@ -161,8 +142,7 @@ async def display_graph_for_all(ctx: MagicContext, args: str, body: str) -> None
 async def perfdata_to_variable(ctx: MagicContext, args: str, body: str) -> None:
     name = parse_name(args, "perfdata_to_variable")
     monitor = await _records(ctx)
-    text = json.dumps(monitor.export())
-    await ctx.run_hidden(DEFINE_VARIABLE.format(name=name, text=text), None)
+    await ctx.run_hidden(*kernelside.define_perfdata(name, json.dumps(monitor.export())))
     ctx.out.stream(f"{name}: performance data of {len(monitor.store)} cells\n")
 
 
@@ -170,24 +150,44 @@ async def perfdata_to_json(ctx: MagicContext, args: str, body: str) -> None:
     name = parse_name(args, "perfdata_to_json")
     monitor = await _records(ctx)
     records = monitor.store.records()
-    files = {
-        f"{name}_perfdata.json": _export_perf(records),
-        f"{name}_code.json": _export_code(records),
-    }
-    where = f"[__import__('os').path.abspath(p) for p in {list(files)!r}]"
-    result = await ctx.run_hidden(WRITE_FILES.format(files=files), {"paths": where})
-    for path in result["paths"]:
+    files = [
+        (f"{name}_perfdata.json", _export_perf(records), None),
+        (f"{name}_code.json", _export_code(records), None),
+    ]
+    kernel = ctx.services.kernel()
+    if kernel.ipython:
+        paths = (await ctx.run_hidden(*kernelside.write_files(files)))["paths"]
+    else:  # the proxy writes them itself, where the kernel runs
+        paths = _write_beside(kernel.pid, files)
+    for path in paths:
         ctx.out.stream(f"wrote {path}\n")
 
 
+def _write_beside(pid: int | None, files: list[tuple[str, str, None]]) -> list[str]:
+    """Write ``files`` in the working directory of process ``pid`` (the kernel)."""
+    try:
+        where = Path(os.readlink(f"/proc/{pid}/cwd")) if pid is not None else Path.cwd()
+    except OSError:
+        where = Path.cwd()
+    paths = []
+    for name, text, _ in files:
+        path = where / name
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise MagicError(f"Cannot write {path}: {exc.strerror}") from None
+        paths.append(str(path))
+    return paths
+
+
 async def monitor_live(ctx: MagicContext, args: str, body: str) -> None:
-    monitor: Monitor = ctx.services["monitor"]
+    monitor = ctx.services.monitor
     choice = args.strip().lower()
     if choice not in ("on", "off", ""):
         raise MagicError(f"%%monitor_live takes 'on' or 'off', not {args.strip()!r}")
     if choice:
-        monitor.settings = replace(monitor.settings, live=choice == "on")
-    state = "on" if monitor.settings.live else "off"
+        monitor.live = choice == "on"
+    state = "on" if monitor.live else "off"
     ctx.out.stream(
         f"live view {state}: a cell running longer than 2 s shows one line with its current "
         "CPU, memory, I/O, processes and threads, updated every second\n"
@@ -228,6 +228,7 @@ def register(table: MagicTable) -> None:
             perfdata_to_variable,
             "the performance data as a list in the kernel's namespace",
             "NAME",
+            needs_python=True,
         ),
         Magic(
             "perfdata_to_json",

@@ -15,9 +15,10 @@ import io
 import tokenize
 from dataclasses import dataclass, field
 
+from jumper_proxy import kernelside
+from jumper_proxy.api import Magic, MagicContext, MagicTable
 from jumper_proxy.cells import Cell
 from jumper_proxy.errors import HiddenExecutionError, MagicError
-from jumper_proxy.magics import Magic, MagicContext, MagicTable
 from jumper_proxy.magics.scorep import run_instrumented
 
 #: the proxy magics whose cells are marked (without their magic line) rather than run
@@ -130,10 +131,8 @@ def trim_blank_lines(code: str) -> str:
 
 async def check_syntax(ctx: MagicContext, code: str, what: str) -> None:
     """Compile ``code`` with the kernel's Python (whose version decides what is valid)."""
-    compile_ = "__import__('builtins').compile"
-    expression = f"{compile_}({code!r}, '<cell>', 'exec', dont_inherit=True) and None"
     try:
-        await ctx.run_hidden("", {"compiled": expression})
+        await ctx.run_hidden(*kernelside.compile_check(code))
     except HiddenExecutionError as exc:
         if exc.ename not in ("SyntaxError", "IndentationError", "TabError"):
             raise
@@ -274,12 +273,14 @@ def register(table: MagicTable) -> MulticellState:
             "enable_multicellmode",
             mode.enable,
             "mark the following cells instead of running them",
+            needs_python=True,
         ),
         Magic(
             "finalize_multicellmode",
             mode.finalize,
             "run the marked cells in order as one Score-P cell",
             measured=True,
+            needs_python=True,
         ),
         Magic("abort_multicellmode", mode.abort, "drop the marked cells, stop marking"),
     ):

@@ -11,10 +11,9 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field, replace
 
+from jumper_proxy.api import Magic, MagicContext, MagicTable
 from jumper_proxy.child import HandoverSettings, run_scorep_cell
 from jumper_proxy.errors import ConfigurationError, MagicError
-from jumper_proxy.magics import Magic, MagicContext, MagicTable
-from jumper_proxy.monitor.service import Monitor
 
 MARSHALLERS = ("dill", "cloudpickle")
 MODES = ("memory", "disk")
@@ -33,8 +32,7 @@ class ScorepSettings:
 
 
 def settings_of(ctx: MagicContext) -> ScorepSettings:
-    settings: ScorepSettings = ctx.services.setdefault("scorep", ScorepSettings())
-    return settings
+    return ctx.services.state(ScorepSettings)
 
 
 def parse_assignments(body: str, magic: str) -> dict[str, str]:
@@ -137,13 +135,12 @@ async def execute_with_scorep(ctx: MagicContext, args: str, body: str) -> None:
 async def run_instrumented(ctx: MagicContext, code: str) -> None:
     """Run ``code`` under Score-P in a child, watched by the monitor; errors as the cell's."""
     settings = settings_of(ctx)
-    monitor: Monitor | None = ctx.services.get("monitor")
+    monitor = ctx.services.monitor
     children: list[int] = []
 
     def watch(pid: int) -> None:
         children.append(pid)
-        if monitor is not None:
-            monitor.extra_roots.add(pid)
+        monitor.extra_roots.add(pid)
 
     try:
         await run_scorep_cell(
@@ -158,8 +155,7 @@ async def run_instrumented(ctx: MagicContext, code: str) -> None:
             on_child_started=watch,
         )
     finally:
-        if monitor is not None:
-            monitor.extra_roots.difference_update(children)
+        monitor.extra_roots.difference_update(children)
 
 
 def register(table: MagicTable) -> None:
@@ -186,6 +182,7 @@ def register(table: MagicTable) -> None:
             execute_with_scorep,
             "run the cell under Score-P in a child interpreter, with the notebook's state",
             measured=True,
+            needs_python=True,
         ),
     ):
         table.add(magic)

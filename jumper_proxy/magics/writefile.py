@@ -22,9 +22,10 @@ import tokenize
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from jumper_proxy import kernelside
+from jumper_proxy.api import Magic, MagicContext, MagicTable
 from jumper_proxy.cells import Cell
 from jumper_proxy.errors import MagicError
-from jumper_proxy.magics import Magic, MagicContext, MagicTable
 from jumper_proxy.magics.multicell import (
     MulticellState,
     check_syntax,
@@ -205,19 +206,6 @@ class Recording:
             )
 
 
-WRITE_FILES = """\
-import os
-for path, text, mode in {files!r}:
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-    if mode is not None:
-        os.chmod(path, mode)
-"""
-
-
 class WriteMode:
     """The mode's magics and its interceptor; ``multicell`` is refused while it marks."""
 
@@ -308,13 +296,10 @@ class WriteMode:
         name = recording.script.rpartition("/")[2]
         program = script_text(recording.pieces, run_script.rpartition("/")[2])
         await check_syntax(ctx, program, "The script")
-        python = (await ctx.run_hidden("", {"python": "__import__('sys').executable"}))["python"]
+        python = (await ctx.run_hidden(*kernelside.interpreter()))["python"]
         runner = run_script_text(str(python), name, recording.exports(), recording.binding_args)
         files = [(recording.script, program, None), (run_script, runner, 0o755)]
-        where = f"[__import__('os').path.abspath(p) for p in {[f[0] for f in files]!r}]"
-        writer = WRITE_FILES.format(files=files)
-        code = f"__import__('builtins').exec({writer!r}, {{'__name__': '_jumper_writefile'}})"
-        paths = (await ctx.run_hidden(code, {"paths": where}))["paths"]
+        paths = (await ctx.run_hidden(*kernelside.write_files(files)))["paths"]
         self.recording = None
         ctx.out.stream(
             f"wrote {paths[0]} ({len(recording.pieces)} cells)\n"
@@ -337,11 +322,13 @@ def register(table: MagicTable, multicell: MulticellState) -> WriteMode:
             mode.start,
             "record the following cells for a script instead of running them",
             "[SCRIPT]",
+            needs_python=True,
         ),
         Magic(
             "end_writefile",
             mode.end,
             "write SCRIPT and SCRIPT_run.sh (runs it under Score-P) where the kernel runs",
+            needs_python=True,
         ),
         Magic("abort_writefile", mode.abort, "drop the recording, stop recording"),
     ):

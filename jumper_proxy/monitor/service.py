@@ -23,11 +23,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
+from jumper_proxy.api import CellRun
 from jumper_proxy.monitor.gpu import GpuProbe
 from jumper_proxy.monitor.sampler import MAX_FREQUENCY_HZ, Sampler
 from jumper_proxy.monitor.store import CellRecord, PerfStore, finish_record
-from jumper_proxy.plots import live_bundle
-from jumper_proxy.scheduler import Request
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ def settings_from_env(env: Mapping[str, str | None], current: MonitorSettings) -
 
 @dataclass
 class _Running:
-    request: Request
+    request: CellRun
     sampler: Sampler
     start_wall: float
     start_mono: float
@@ -127,13 +126,21 @@ class Monitor:
         #: called with each cell whose code may have changed the settings
         self.on_settings_touched: Callable[[], None] | None = None
 
+    @property
+    def live(self) -> bool:
+        return self.settings.live
+
+    @live.setter
+    def live(self, on: bool) -> None:
+        self.settings = replace(self.settings, live=on)
+
     def roots(self) -> list[int]:
         pid = self.kernel_pid()
         return ([pid] if pid is not None else []) + sorted(self.extra_roots)
 
     # ---- the scheduler's observer --------------------------------------------------------
 
-    def cell_started(self, request: Request) -> None:
+    def cell_started(self, request: CellRun) -> None:
         if request.content.get("silent"):
             return  # a frontend's silent housekeeping is not a cell of the user's
         self._loop = asyncio.get_running_loop()
@@ -157,7 +164,7 @@ class Monitor:
         if settings.live:
             running.live_timer = self._loop.call_later(LIVE_AFTER_S, self._live, running)
 
-    def cell_finished(self, request: Request) -> None:
+    def cell_finished(self, request: CellRun) -> None:
         running = self._running.pop(request.msg_id, None)
         if running is None:
             return
@@ -225,6 +232,8 @@ class Monitor:
         snapshot = running.sampler.snapshot()
         index = self.store.next_index + len(self._finishing)  # the index its record will get
         elapsed = time.monotonic() - running.start_mono
+        from jumper_proxy.plots import live_bundle
+
         return live_bundle(index, elapsed, snapshot, finished=finished)
 
     def _send_live(self, running: _Running, bundle: dict[str, Any], update: bool) -> None:

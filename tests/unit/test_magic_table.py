@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jumper_proxy.magics import build_table, complete_magic, help_text, inspect_magic
+from jumper_proxy.magics.registry import build_table, complete_magic, help_text, inspect_magic
 
 
 def test_help_lists_every_magic() -> None:

@@ -12,22 +12,22 @@ from typing import Any
 
 import pytest
 
+from jumper_proxy.api import CellRun
 from jumper_proxy.cells import parse_cell
 from jumper_proxy.monitor import sampler as sampler_module
 from jumper_proxy.monitor.service import INLINE_BASELINE_MAX_PROCS, Monitor, MonitorSettings
-from jumper_proxy.relay import Message
-from jumper_proxy.scheduler import Request
+from jumper_proxy.wire import Message
 
 
-def request(code: str, n: int) -> Request:
+def request(code: str, n: int) -> CellRun:
     content = {"code": code, "silent": False}
     msg = Message(
         idents=[b"client"],
-        frames=[b"{}", b"{}", b"{}", json.dumps(content).encode()],
+        frames=[b"", b"{}", b"{}", b"{}", json.dumps(content).encode()],
         header={"msg_id": f"cell-{n}", "msg_type": "execute_request"},
         parent_header={},
     )
-    return Request(msg=msg, cell=parse_cell(code), content=content, reply_status="ok")
+    return CellRun(msg=msg, cell=parse_cell(code), content=content, reply_status="ok")
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ import os
 
 import pytest
 
+from jumper_proxy.api import MagicTable
 from jumper_proxy.cells import parse_cell
 from jumper_proxy.errors import MagicError
-from jumper_proxy.magics import MagicTable, monitoring, multicell, scorep
+from jumper_proxy.magics import monitoring, multicell, scorep
 from jumper_proxy.magics.multicell import (
     MulticellState,
     combined_code,
