@@ -18,14 +18,10 @@ import click
 from jumper_proxy import __version__
 from jumper_proxy.config import ProxyConfig
 from jumper_proxy.errors import ConfigurationError, JumperError
-from jumper_proxy.kernelspec import (
-    DEFAULT_NAME,
-    install_kernelspec,
-    list_kernelspecs,
-    resolve_upstream,
-    uninstall_kernelspec,
-    upstream_for_notebook,
-)
+
+#: the default kernelspec name of ``install`` (as in jumper_proxy.kernelspec, which is not
+#: imported when the kernel runs: it starts the kernel before importing anything heavy)
+DEFAULT_NAME = "jumper-proxy"
 
 UPSTREAM_TRANSPORTS = ("tcp", "ipc")
 
@@ -120,15 +116,21 @@ def main(
     _configure_logging(logging.DEBUG if debug else logging.INFO)
     if not connection_file.is_file():
         raise ConfigurationError(f"Connection file {connection_file} does not exist.")
+    from jumper_proxy.launch import launch_for_proxy, upstream_spec
+
     config = ProxyConfig(
         connection_file=connection_file.resolve(),
-        upstream=resolve_upstream(upstream, upstream_python),
+        upstream=upstream_spec(upstream, upstream_python),
         debug=debug,
         upstream_transport=upstream_transport,
     )
+    # the kernel first: it boots while the proxy imports the rest of itself
+    runtime_dir, first = launch_for_proxy(
+        config.upstream, config.connection_file, config.upstream_transport
+    )
     from jumper_proxy.kernel import run_kernel
 
-    sys.exit(run_kernel(config))
+    sys.exit(run_kernel(config, runtime_dir, first))
 
 
 def _parse_env(
@@ -170,6 +172,8 @@ def install(
     env: dict[str, str],
 ) -> None:
     """Install a kernelspec that starts jumper-proxy with this Python."""
+    from jumper_proxy.kernelspec import install_kernelspec, resolve_upstream
+
     spec = resolve_upstream(upstream, upstream_python)
     destination = install_kernelspec(
         user=user,
@@ -186,6 +190,8 @@ def install(
 @main.command(name="list")
 def list_command() -> None:
     """List the installed jumper-proxy kernelspecs and what each wraps."""
+    from jumper_proxy.kernelspec import list_kernelspecs
+
     installed = list_kernelspecs()
     if not installed:
         click.echo("No jumper-proxy kernelspecs installed.")
@@ -200,6 +206,8 @@ def list_command() -> None:
 @click.argument("name")
 def uninstall(name: str) -> None:
     """Remove the jumper-proxy kernelspec NAME."""
+    from jumper_proxy.kernelspec import uninstall_kernelspec
+
     removed = uninstall_kernelspec(name)
     click.echo(f"Removed kernelspec {name} from {removed}")
 
@@ -246,6 +254,7 @@ def run(
     table to stdout.
     """
     from jumper_proxy.headless import default_output, read_notebook, run_notebook
+    from jumper_proxy.kernelspec import resolve_upstream, upstream_for_notebook
     from jumper_proxy.report import build_rows, format_table, rows_to_json
 
     if upstream is None and upstream_python is None:

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -26,6 +27,7 @@ from jumper_proxy.child.session import remove_stale_segments
 from jumper_proxy.config import ProxyConfig
 from jumper_proxy.errors import JumperError, UpstreamDied, UpstreamError, WireError
 from jumper_proxy.frontend import Frontend, read_connection_file, session_for
+from jumper_proxy.launch import Launched
 from jumper_proxy.magics.registry import build_table, complete_magic, inspect_magic
 from jumper_proxy.monitor.gpu import open_gpu_probe
 from jumper_proxy.monitor.service import (
@@ -36,7 +38,7 @@ from jumper_proxy.monitor.service import (
 )
 from jumper_proxy.pump import Handler, Pump
 from jumper_proxy.scheduler import Scheduler
-from jumper_proxy.upstream import SHUTDOWN_GRACE, Upstream
+from jumper_proxy.upstream import SHUTDOWN_GRACE, Upstream, remove_stale_runtime_dirs
 from jumper_proxy.wire import Message
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,9 @@ Request = Callable[[str, Message], None]
 class Proxy:
     """Frontend sockets, the upstream kernel and the scheduler, wired together."""
 
-    def __init__(self, config: ProxyConfig) -> None:
+    def __init__(
+        self, config: ProxyConfig, runtime_dir: Path, first: Launched | None = None
+    ) -> None:
         self.config = config
         self.context: zmq.Context[Any] = zmq.Context()
         self.pump = Pump(asyncio.get_running_loop())
@@ -84,8 +88,10 @@ class Proxy:
                 "iopub": self._from_upstream_iopub,
                 "hidden": self.scheduler.from_hidden,
             },
+            runtime_dir=runtime_dir,
             transport=config.upstream_transport,
             on_death=self._on_upstream_death,
+            first=first,
         )
         #: what the proxy does with each frontend request; anything else is forwarded
         self.requests: dict[tuple[str, str], Request] = {
@@ -136,17 +142,21 @@ class Proxy:
         self._exit.set()
 
     async def _boot(self) -> None:
+        await self._start_upstream(restart=False)
+        remove_stale_runtime_dirs()
         removed = remove_stale_segments()
         if removed:
             log.info("Removed %d shared-memory segments of proxies that died", len(removed))
-        await self._start_upstream(restart=False)
 
     async def _start_upstream(self, *, restart: bool) -> None:
         """Start the kernel (a fresh one after a death) and wait until it answers on shell and
         IOPub; then the requests that waited go out. A failure ends the proxy."""
         self._starting = True
         try:
-            await (self.upstream.restart() if restart else self.upstream.start())
+            if restart:
+                await self.upstream.restart()
+            else:
+                self.upstream.start()
             reply = await self._wait_answering()
         except JumperError as exc:
             log.error(
@@ -175,8 +185,13 @@ class Proxy:
         deadline = loop.time() + STARTUP_TIMEOUT
         self._iopub_seen.clear()
         what = self.config.upstream.describe()
+        if self.config.upstream.python is not None:
+            python = self.config.upstream.python
+            what += f" (can it import ipykernel? {python} -m pip install ipykernel)"
+        wait = 0.05  # the kernel answers as soon as it is up: ask often at first
         while True:
-            attempt = min(1.0, max(0.01, deadline - loop.time()))
+            attempt = min(wait, max(0.01, deadline - loop.time()))
+            wait = min(2 * wait, 1.0)
             try:
                 reply = await self.scheduler.ask(wire.Outgoing("kernel_info_request", {}), attempt)
                 await asyncio.wait_for(self._iopub_seen.wait(), attempt)
@@ -185,7 +200,7 @@ class Proxy:
                 pass
             except UpstreamDied as exc:
                 raise UpstreamError(f"{what} exited during start-up ({exc})") from None
-            if not await self.upstream.is_alive():
+            if not self.upstream.is_alive():
                 code = self.upstream.exit_code()
                 raise UpstreamError(f"{what} exited during start-up (exit code {code})")
             if loop.time() >= deadline:
@@ -418,17 +433,24 @@ class Proxy:
         self.frontend.send_new("iopub", out, parent)
 
     async def interrupt_upstream(self) -> None:
-        await self.upstream.interrupt()
+        """Interrupt the kernel in its own interrupt mode."""
+        if self.upstream.interrupt_mode == "message":
+            self.scheduler.own_request("control", wire.Outgoing("interrupt_request", {}))
+        else:
+            self.upstream.signal_interrupt()
 
 
-def run_kernel(config: ProxyConfig) -> int:
-    """Run the proxy until it is shut down; the process exit code."""
+def run_kernel(config: ProxyConfig, runtime_dir: Path, first: Launched | None = None) -> int:
+    """Run the proxy until it is shut down; the process exit code. ``first`` is its kernel,
+    when it was started before the proxy was imported."""
 
     async def main() -> int:
         try:
-            proxy = Proxy(config)
+            proxy = Proxy(config, runtime_dir, first)
         except JumperError as exc:
             log.error("%s", exc)
+            if first is not None:
+                first.process.kill()
             return 1
         return await proxy.serve()
 

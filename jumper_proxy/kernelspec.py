@@ -23,9 +23,8 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jumper_proxy import __version__
 from jumper_proxy.config import UpstreamSpec
 from jumper_proxy.errors import ConfigurationError
+from jumper_proxy.launch import METADATA_KEY
 
-#: the ``metadata`` key that marks a kernelspec as ours
-METADATA_KEY = "jumper_proxy"
 DEFAULT_NAME = "jumper-proxy"
 DEFAULT_UPSTREAM = "python3"
 #: the logos copied into every kernelspec, looked up beside the package (a source checkout)

@@ -186,8 +186,9 @@ class Scheduler:
         self.forwarded: OrderedDict[str, _Forwarded] = OrderedDict()
         self._forwarded_bytes = 0
         self.hidden: dict[str, _Hidden] = {}
-        #: probe msg_id → what to do with its answer
-        self._probes: dict[str, Callable[[], None]] = {}
+        #: the proxy's own requests on the kernel's shell and control (probes, interrupts):
+        #: msg_id → what to do with the answer
+        self._own: dict[str, Callable[[], None]] = {}
         #: requests that wait for the kernel to be up
         self._backlog: list[tuple[str, Message, Callable[[Message], None] | None]] = []
         self._barriers: deque[Callable[[], Awaitable[None]]] = deque()
@@ -232,7 +233,7 @@ class Scheduler:
             if not hidden.future.done():
                 hidden.future.set_exception(died)
         self.hidden.clear()
-        self._probes.clear()
+        self._own.clear()
 
     # ---- frontend requests --------------------------------------------------------------
 
@@ -401,7 +402,7 @@ class Scheduler:
 
     def is_quiet(self, parent_id: str | None) -> bool:
         """Whether messages with this parent are the proxy's own business, not the user's."""
-        return parent_id in self.hidden or parent_id in self._probes
+        return parent_id in self.hidden or parent_id in self._own
 
     def from_iopub(self, msg: Message) -> None:
         """A kernel IOPub message: dropped if it belongs to the proxy's own work, otherwise
@@ -435,7 +436,7 @@ class Scheduler:
     def from_shell(self, msg: Message) -> None:
         """A reply on the proxy's shell connection."""
         parent = msg.parent_msg_id or ""
-        probe = self._probes.pop(parent, None)
+        probe = self._own.pop(parent, None)
         if probe is not None:
             probe()
             return
@@ -447,7 +448,18 @@ class Scheduler:
 
     def from_control(self, msg: Message) -> None:
         """A reply on the proxy's control connection."""
+        own = self._own.pop(msg.parent_msg_id or "", None)
+        if own is not None:
+            own()
+            return
         self._forwarded_reply("control", msg)
+
+    def own_request(
+        self, channel: str, out: wire.Outgoing, then: Callable[[], None] = lambda: None
+    ) -> None:
+        """Send a request of the proxy's own on ``channel``; its answer (and anything the
+        kernel publishes for it) never reaches the frontend; ``then`` is called with it."""
+        self._own[self.port.upstream_request(channel, out)] = then
 
     def _forwarded_reply(self, channel: str, msg: Message) -> None:
         """A reply to a forwarded request (or to one forgotten: passed on as it is)."""
@@ -504,9 +516,7 @@ class Scheduler:
         """Ask the kernel a ``kernel_info_request`` on ``channel``. It answers the connection's
         requests in order, so when the answer comes, every request sent before it on the same
         connection has had its reply, or never will."""
-        self._probes[
-            self.port.upstream_request(channel, wire.Outgoing("kernel_info_request", {}))
-        ] = then
+        self.own_request(channel, wire.Outgoing("kernel_info_request", {}), then)
 
     def _probe_cell(self, cell: _Cell) -> None:
         cell.timer = None
@@ -606,7 +616,7 @@ class Scheduler:
     def from_hidden(self, msg: Message) -> None:
         """A reply on the proxy's hidden connection."""
         parent = msg.parent_msg_id or ""
-        probe = self._probes.pop(parent, None)
+        probe = self._own.pop(parent, None)
         if probe is not None:
             probe()
             return

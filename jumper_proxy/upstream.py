@@ -1,12 +1,10 @@
 """Owning the upstream kernel: start, restart, interrupt, shutdown, death detection, and its
 sockets.
 
-The upstream is started with jupyter_client on a private connection file of its own (mode
-0600; ipc sockets in a 0700 directory, or loopback tcp) that carries the frontend connection's
-own key and signature scheme, so frames pass through the proxy without being signed again. It
-is tied to the proxy's life three ways: it is shut down with the proxy; ``JPY_PARENT_PID`` lets
-ipykernel notice an orphaning itself; and ``PR_SET_PDEATHSIG`` (Linux) kills it if the proxy is
-killed outright.
+The kernel's process is started by :mod:`jumper_proxy.launch` (the first one usually before
+the proxy has imported anything heavy) on a private connection that carries the frontend
+connection's own key and signature scheme, so frames pass through the proxy without being
+signed again. Its exit is noticed at once through a pidfd in the event loop.
 
 Only this module touches the upstream's sockets: the proxy's shell, control and stdin
 connections, its IOPub subscription, and a second shell connection of the proxy's own
@@ -18,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Mapping
@@ -31,35 +29,24 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
-from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
 
 from jumper_proxy import wire
 from jumper_proxy.config import UpstreamSpec
-from jumper_proxy.errors import UpstreamError, WireError
+from jumper_proxy.errors import WireError
+from jumper_proxy.launch import RUNTIME_PREFIX, KernelCommand, Launched, command_for, launch
 from jumper_proxy.leftovers import owner_is_gone
 from jumper_proxy.pump import Handler, Pump
 
 log = logging.getLogger(__name__)
 
-#: How long a shutdown_request may take before the upstream is killed.
+#: How long a kernel asked to stop may take before it is killed.
 SHUTDOWN_GRACE = 5.0
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """Ask Linux to send SIGTERM to this (child) process when the proxy dies."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+#: How long a kernel sent SIGTERM (the proxy ending) may take before it is killed.
+TERMINATE_GRACE = 1.0
 
 
-RUNTIME_PREFIX = "jumper-proxy-"
-
-
-def _remove_stale_runtime_dirs() -> None:
+def remove_stale_runtime_dirs() -> None:
     """Remove the private directories of proxies of this user that died without cleaning up.
 
     A directory is named after the proxy's pid; it is stale when that pid no longer runs
@@ -71,40 +58,14 @@ def _remove_stale_runtime_dirs() -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-class _InterpreterSpecs(KernelSpecManager):
-    """A kernelspec source with one entry: ipykernel in a given Python interpreter."""
-
-    python = ""
-
-    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
-        return KernelSpec(
-            argv=[self.python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            display_name=f"Python ({self.python})",
-            language="python",
-            interrupt_mode="signal",
-            resource_dir="",
-        )
-
-
-def _make_manager(spec: UpstreamSpec, transport: str, runtime_dir: str) -> AsyncKernelManager:
-    ip = os.path.join(runtime_dir, "upstream") if transport == "ipc" else "127.0.0.1"
-    kwargs: dict[str, Any] = {"transport": transport, "ip": ip}
-    kwargs["connection_file"] = os.path.join(runtime_dir, "upstream-connection.json")
-    if spec.python is not None:
-        specs = _InterpreterSpecs()
-        specs.python = spec.python
-        return AsyncKernelManager(kernel_name="python", kernel_spec_manager=specs, **kwargs)
-    return AsyncKernelManager(kernel_name=spec.kernel_name or "python3", **kwargs)
-
-
 @dataclass
 class UpstreamSockets:
     """The proxy's connections to one running upstream kernel.
 
     ``shell`` and ``stdin`` share one routing identity: ipykernel sends ``input_request`` on
     stdin to the identity it saw on shell, so that is how input requests find their way back.
-    Frontend identities travel as extra routing frames in front of ours and are restored on
-    the way back. ``hidden`` is the proxy's own shell connection for silent work.
+    Frontend identities travel as extra routing frames in front of ours and come back in front
+    of the replies. ``hidden`` is the proxy's own shell connection for silent work.
     """
 
     shell: zmq.Socket[Any]
@@ -129,8 +90,8 @@ class Upstream:
 
     ``routes`` maps ``shell``, ``control``, ``stdin``, ``iopub`` and ``hidden`` to the handlers
     of the messages arriving there. ``on_death`` is called (in the event loop) with the exit
-    code when the process ends without the proxy asking it to. ``generation`` counts the
-    kernels started: work begun on one generation never continues on the next.
+    code when the process ends without the proxy asking it to. ``first`` is a kernel already
+    started for this proxy (see :func:`jumper_proxy.launch.launch`).
     """
 
     def __init__(
@@ -141,8 +102,10 @@ class Upstream:
         session: Session,
         routes: dict[str, Callable[[wire.Message], None]],
         *,
+        runtime_dir: Path,
         transport: str = "ipc",
         on_death: Callable[[int | None], None] | None = None,
+        first: Launched | None = None,
     ) -> None:
         self.spec = spec
         self.context = context
@@ -151,11 +114,11 @@ class Upstream:
         self.routes = routes
         self.transport = transport
         self.on_death = on_death
-        self.generation = 0
+        self.runtime_dir = runtime_dir
         self.sockets: UpstreamSockets | None = None
-        _remove_stale_runtime_dirs()
-        self._runtime_dir = tempfile.mkdtemp(prefix=f"{RUNTIME_PREFIX}{os.getpid()}-")  # 0700
-        self._manager: AsyncKernelManager | None = None
+        self.kernel: Launched | None = None
+        self._first = first
+        self._command: KernelCommand | None = first.command if first is not None else None
         self._pidfd: int | None = None
         self._stopping = False
         self._identity = f"jumper-proxy-{uuid.uuid4().hex[:8]}".encode()
@@ -165,33 +128,29 @@ class Upstream:
     @property
     def pid(self) -> int | None:
         """The upstream kernel's process id while it runs."""
-        proc = getattr(self._manager.provisioner, "process", None) if self._manager else None
-        return proc.pid if proc is not None else None
+        return self.kernel.process.pid if self.kernel is not None else None
 
     @property
-    def running(self) -> bool:
-        return self.sockets is not None
+    def interrupt_mode(self) -> str:
+        return self._command.interrupt_mode if self._command is not None else "signal"
 
-    async def start(self) -> None:
-        """Start the kernel and connect to it (whether it answers is for the caller to ask)."""
+    def start(self) -> None:
+        """Start the kernel (or adopt the one started for the proxy) and connect to it;
+        whether it answers is for the caller to ask."""
         self._stopping = False
-        try:
-            self._manager = _make_manager(self.spec, self.transport, self._runtime_dir)
-            # the frontend connection's key: forwarded frames keep their signatures
-            self._manager.session.signature_scheme = self.session.signature_scheme
-            self._manager.session.key = self.session.key
-            await self._manager.start_kernel(preexec_fn=_die_with_parent)
-        except NoSuchKernel as exc:
-            raise UpstreamError(f"No kernelspec named {self.spec.kernel_name!r}") from exc
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise UpstreamError(f"Could not start {self.spec.describe()}: {exc}") from exc
-        self.generation += 1
-        self._connect()
+        first, self._first = self._first, None
+        if first is not None:
+            self.kernel = first
+        else:
+            if self._command is None:
+                self._command = command_for(self.spec)
+            key = self.session.key.decode()
+            scheme = self.session.signature_scheme
+            self.kernel = launch(self._command, self.runtime_dir, self.transport, key, scheme)
+        self._connect(self.kernel.connection)
         self._watch_process()
 
-    def _connect(self) -> None:
-        assert self._manager is not None
-        info = self._manager.get_connection_info()
+    def _connect(self, info: Mapping[str, Any]) -> None:
         ctx = self.context
 
         def dealer(channel: str, identity: bytes) -> zmq.Socket[Any]:
@@ -252,7 +211,7 @@ class Upstream:
         asyncio.get_running_loop().add_reader(self._pidfd, self._process_ended)
 
     async def _poll_process(self) -> None:  # pragma: no cover - fallback without pidfd
-        while self._manager is not None and await self._manager.is_alive():
+        while self.is_alive():
             await asyncio.sleep(0.5)
         self._process_ended()
 
@@ -263,8 +222,10 @@ class Upstream:
             self._pidfd = None
 
     def exit_code(self) -> int | None:
-        proc = getattr(self._manager.provisioner, "process", None) if self._manager else None
-        return proc.poll() if proc is not None else None
+        return self.kernel.process.poll() if self.kernel is not None else None
+
+    def is_alive(self) -> bool:
+        return self.kernel is not None and self.kernel.process.poll() is None
 
     def _process_ended(self) -> None:
         self._unwatch_process()
@@ -275,9 +236,6 @@ class Upstream:
         if self.on_death is not None:
             self.on_death(code)
 
-    async def is_alive(self) -> bool:
-        return self._manager is not None and bool(await self._manager.is_alive())
-
     def expect_exit(self) -> None:
         """The upstream was asked to shut down: its exit is not a death."""
         self._stopping = True
@@ -285,13 +243,13 @@ class Upstream:
     async def restart(self) -> None:
         """Start a fresh kernel after the old one died."""
         await self._teardown(kill=True)
-        await self.start()
+        self.start()
 
     async def shutdown(self, *, now: bool = False) -> None:
-        """Stop the kernel (it is asked first unless ``now``) and remove its files."""
+        """Stop the kernel (SIGTERM first unless ``now``) and remove its files."""
         self._stopping = True
         await self._teardown(kill=now)
-        shutil.rmtree(self._runtime_dir, ignore_errors=True)
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
     async def _teardown(self, *, kill: bool) -> None:
         self._unwatch_process()
@@ -300,34 +258,50 @@ class Upstream:
                 self.pump.unwatch(sock)
                 sock.close(linger=0)
             self.sockets = None
-        manager, self._manager = self._manager, None
-        if manager is None:
+        kernel, self.kernel = self.kernel, None
+        if kernel is None:
             return
-        with contextlib.suppress(Exception):
-            if kill or not await manager.is_alive():
-                await manager.shutdown_kernel(now=True)
-            else:
-                await asyncio.wait_for(manager.shutdown_kernel(now=False), SHUTDOWN_GRACE * 2)
+        process = kernel.process
+        if process.poll() is None and not kill:
+            self._signal(process, signal.SIGTERM)
+            await self._wait(process, TERMINATE_GRACE)
+        if process.poll() is None:
+            self._signal(process, signal.SIGKILL)
+            await self._wait(process, TERMINATE_GRACE)
+        if process.stdin is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+        kernel.connection_file.unlink(missing_ok=True)
+
+    @staticmethod
+    def _signal(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        """Signal the kernel's process group (its own: it was started in a new session)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            try:
+                os.killpg(process.pid, sig)
+            except OSError:
+                process.send_signal(sig)
+
+    @staticmethod
+    async def _wait(process: subprocess.Popen[bytes], timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while process.poll() is None:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def wait_exit(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for the process to end by itself; True if it did."""
-        manager = self._manager
-        if manager is None:
+        if self.kernel is None:
             return True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            if not await manager.is_alive():
-                return True
-            await asyncio.sleep(0.05)
-        return False
+        return await self._wait(self.kernel.process, timeout)
 
-    async def interrupt(self) -> None:
-        """Interrupt the running cell the way the upstream's kernelspec asks (signal/message)."""
-        if self._manager is None:
-            return
-        with contextlib.suppress(Exception):
-            await self._manager.interrupt_kernel()
+    def signal_interrupt(self) -> None:
+        """SIGINT to the kernel's process group (the ``signal`` interrupt mode)."""
+        if self.kernel is not None and self.kernel.process.poll() is None:
+            self._signal(self.kernel.process, signal.SIGINT)
 
 
-__all__ = ["Upstream", "UpstreamSockets"]
+__all__ = ["Upstream", "UpstreamSockets", "remove_stale_runtime_dirs"]

@@ -165,6 +165,10 @@ def test_an_interpreter_without_kernelspec_is_wrapped(tmp_path: Path) -> None:
         kc.wait_for_ready(timeout=60)
         reply, msgs = run(kc, "import sys; print(sys.executable)")
         assert stdout(msgs).strip() == sys.executable
+        # the client's heartbeat thread says "beating" only after its first round trip
+        deadline = time.monotonic() + 10
+        while not kc.hb_channel.is_beating() and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert kc.hb_channel.is_beating()
     finally:
         kc.stop_channels()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import types
@@ -13,6 +14,7 @@ from click.testing import CliRunner, Result
 
 from jumper_proxy.cli import main
 from jumper_proxy.config import ProxyConfig, UpstreamSpec
+from jumper_proxy.launch import Launched
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,11 +30,18 @@ def prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def fake_kernel(monkeypatch: pytest.MonkeyPatch) -> list[ProxyConfig]:
-    """A fake ``jumper_proxy.kernel`` whose ``run_kernel`` records its config and returns 3."""
+    """A fake ``jumper_proxy.kernel`` whose ``run_kernel`` records its config, stops the
+    kernel the command line started for it, and returns 3."""
     calls: list[ProxyConfig] = []
 
-    def run_kernel(config: ProxyConfig) -> int:
+    def run_kernel(config: ProxyConfig, runtime_dir: Path, first: Launched) -> int:
         calls.append(config)
+        assert first.connection_file.parent == runtime_dir
+        first.process.kill()
+        first.process.wait()
+        if first.process.stdin is not None:
+            first.process.stdin.close()
+        shutil.rmtree(runtime_dir)
         return 3
 
     module = types.ModuleType("jumper_proxy.kernel")
