@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from jumper_proxy import __version__
-from jumper_proxy.config import ProxyConfig
+from jumper_proxy.config import ProxyConfig, UpstreamSpec
 from jumper_proxy.errors import ConfigurationError, JumperError
 
 #: the default kernelspec name of ``install`` (as in jumper_proxy.kernelspec, which is not
@@ -185,6 +185,27 @@ def install(
         env=env,
     )
     click.echo(f"Installed kernelspec {name.lower()} in {destination} (wraps {spec.describe()})")
+    note = _python_magics_note(spec)
+    if note:
+        click.echo(note, err=True)
+
+
+def _python_magics_note(spec: UpstreamSpec) -> str | None:
+    """A note naming the magics a kernel that is not IPython will not have, or ``None``."""
+    from jumper_proxy.launch import command_for
+
+    command = command_for(spec)
+    if any("ipykernel" in arg for arg in command.argv):
+        return None
+    from jumper_proxy.magics.registry import build_table
+
+    names = ", ".join(f"%%{m.name}" for m in build_table().all() if m.needs_python)
+    language = command.language or "another language"
+    return (
+        f"Note: {spec.describe()} is not an IPython kernel ({language}); the relay, the monitor "
+        f"and the monitoring magics work in front of it, but {names} run Python in the kernel "
+        "and will say so instead."
+    )
 
 
 @main.command(name="list")
