@@ -2,7 +2,7 @@
 
 Measures the median ``pass`` round trip, 20,000 printed lines and a 50 MB display_data
 payload, interleaving the kernels (A B C A B C ...). The third kernel is the floor: a minimal
-re-signing relay (``min_relay.py``) that does nothing but relay, so the table shows what any
+relay (``min_relay.py``) that does nothing but relay, so the table shows what any
 relay in its own process costs on this machine and what the proxy adds beyond it.
 Run: ``python benchmarks/bench_relay.py``.
 """

@@ -110,7 +110,7 @@ def print_report(results: dict[str, Any]) -> None:
     when, cpus, python = results["when"], machine["cpus"], machine["python"]
     print(f"jumper-proxy benchmarks, {when}, {cpus} CPUs, Python {python}")
     if "relay" in results:
-        print("(floor: a minimal relay that only verifies, re-signs and forwards, in its own")
+        print("(floor: a minimal relay that only reads the headers and forwards, in its own")
         print(" process: what any relay costs here; see benchmarks/min_relay.py)")
     if "monitor" in results:
         print("(same work: the plain wall time plus the time the proxy's cell lost beyond its")
