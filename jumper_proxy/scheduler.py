@@ -194,6 +194,7 @@ class Scheduler:
         self._barriers: deque[Callable[[], Awaitable[None]]] = deque()
         self._busy_with: asyncio.Task[None] | None = None
         self._last_count = 0
+        self._interrupted_at: float | None = None
         self.answering = False
 
     # ---- the kernel's availability ------------------------------------------------------
@@ -312,23 +313,28 @@ class Scheduler:
     async def interrupt(self) -> None:
         """Interrupt whatever runs: a magic is told, the kernel is interrupted in its own mode.
 
-        Interrupts that arrive while one is being delivered (sent less than
-        ``interrupt_window`` ago to a cell that has not reacted yet) are coalesced: a storm
-        of them must not land a second SIGINT inside the kernel's own handling of the first.
+        Interrupts that arrive while one is being delivered (less than ``interrupt_window``
+        after the last one delivered) are coalesced: a storm of them must neither land a second
+        SIGINT inside the kernel's own handling of the first, nor spill over into the cell that
+        runs next.
         """
+        now = time.monotonic()
+        if (
+            self._interrupted_at is not None
+            and now - self._interrupted_at < self.limits.interrupt_window
+        ):
+            return
         cell = self.current
+        kernel_busy = (cell is not None and cell.magic is None) or bool(self.hidden)
         if cell is not None and cell.magic is not None:
             cell.interrupted.set()
-        kernel_busy = (cell is not None and cell.magic is None) or bool(self.hidden)
-        if not kernel_busy:
+        elif not kernel_busy:
             return
-        now = time.monotonic()
-        sent = cell.interrupt_sent if cell is not None else None
-        if sent is not None and now - sent < self.limits.interrupt_window:
-            return
+        self._interrupted_at = now
         if cell is not None:
             cell.interrupt_sent = now
-        await self.port.interrupt_upstream()
+        if kernel_busy:
+            await self.port.interrupt_upstream()
 
     def add_barrier(self, work: Callable[[], Awaitable[None]]) -> None:
         """Run ``work`` once every cell submitted so far has finished, before any later one.

@@ -433,6 +433,19 @@ async def test_an_interrupt_storm_reaches_the_kernel_once() -> None:
 
 
 @synchronously
+async def test_an_interrupt_storm_does_not_spill_into_the_next_cell() -> None:
+    scheduler, port, kernel, _ = setup()
+    submit(scheduler, "sleep")
+    kernel.status("sleep", "busy")
+    await scheduler.interrupt()
+    kernel.run("sleep", status="error", ename="KeyboardInterrupt")
+    submit(scheduler, "next")  # the storm's stragglers arrive after the next cell started:
+    kernel.status("next", "busy")
+    await scheduler.interrupt()
+    assert port.interrupts == 1
+
+
+@synchronously
 async def test_an_idle_kernel_is_not_interrupted() -> None:
     scheduler, port, kernel, _ = setup()
     await scheduler.interrupt()
