@@ -155,7 +155,7 @@ class Frontend:
 
     def welcome(self, frames: list[Any]) -> None:
         """Answer an XPUB subscription event with an ``iopub_welcome`` (protocol 5.4+)."""
-        frame = frames[0].bytes if frames else b""
+        frame = bytes(frames[0]) if frames else b""
         if not frame or frame[0] != 1:
             return
         topic = frame[1:]

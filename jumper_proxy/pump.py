@@ -20,6 +20,31 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[list[Any]], None]
 
+#: the delimiter between routing frames and a Jupyter message's frames
+DELIM = b"<IDS|MSG>"
+#: frames after the delimiter that are copied: signature, header, parent header, metadata
+_HEAD = 4
+
+
+def receive(sock: zmq.Socket[Any]) -> list[Any]:
+    """One multipart message: routing frames, delimiter, signature, headers and metadata as
+    ``bytes`` (small, and cheaper copied than wrapped), content and buffers as ``zmq.Frame``
+    (a large output is never copied). Raises ``zmq.Again`` when none is waiting."""
+    recv, more = sock.recv, sock.getsockopt
+    parts: list[Any] = [recv(zmq.NOBLOCK)]
+    left = _HEAD if parts[0] == DELIM else -1  # copied frames still to come after the delimiter
+    while more(zmq.RCVMORE):
+        if left == 0:
+            parts.append(recv(zmq.NOBLOCK, copy=False))
+            continue
+        part = recv(zmq.NOBLOCK)
+        parts.append(part)
+        if left > 0:
+            left -= 1
+        elif part == DELIM:
+            left = _HEAD
+    return parts
+
 
 class Pump:
     """Calls ``handler(frames)`` for every message on each watched socket."""
@@ -58,7 +83,7 @@ class Pump:
             if handler is None:
                 return
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = receive(sock)
             except zmq.Again:
                 return
             except zmq.ZMQError as exc:
