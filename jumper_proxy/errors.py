@@ -1,8 +1,11 @@
 """The project's exception tree and how each error reaches the user.
 
-Third-party errors (``zmq.ZMQError``, psutil's ``NoSuchProcess``/``AccessDenied``,
-``pynvml.NVMLError``, ``jupyter_client`` failures) are caught where they arise and turned into
-one of these, with a message a user can act on.
+Third-party errors are caught where they arise and turned into one of these, with a message a
+user can act on: ``zmq.ZMQError`` when binding the frontend sockets (ConfigurationError),
+undecodable frames (WireError), ``OSError`` when starting the kernel (UpstreamError), psutil's
+``NoSuchProcess``/``AccessDenied`` and ``pynvml.NVMLError`` in the monitor (a process or GPU is
+simply left out), a failed Score-P child (ChildError and its subclasses). On a cell, an error
+shows as ``user_error`` says; a magic's own misuse is a MagicError.
 """
 
 from __future__ import annotations
