@@ -6,7 +6,8 @@ Measured as a frontend sees it, with jupyter_client:
   and to the reply of a first cell (``pass``) sent as soon as that came;
 * **restart**: from calling ``KernelManager.restart_kernel()`` (what a frontend's restart is:
   a shutdown request, the process's exit, a new process) on a kernel that was up, to the next
-  ``kernel_info_reply`` and first cell likewise.
+  ``kernel_info_reply`` and first cell likewise; and to the call's return (the old kernel gone
+  and the new process started), the part of a restart that is shutting down.
 
 The kernels take turns (A B C A B C ...), one warm-up round first. The client's sockets are
 made right after the call, on a context that retries a connection every 10 ms (jupyter_client's
@@ -38,6 +39,8 @@ TARGET_ADDED_S = 0.15
 LOG = Path(__file__).resolve().parent / "results" / "startup-kernels.log"
 RECONNECT_MS = 10
 MILESTONES = ("kernel_info_reply", "first cell's reply")
+#: a restart's first part: the old kernel shut down (and the new one's process started)
+RETURNED = "restart_kernel() returned"
 
 
 @contextlib.contextmanager
@@ -135,6 +138,7 @@ def measure_restarts(
     """``rounds`` restarts of each kernel, in turns, after one warm-up; a kernel that failed a
     round is started afresh (untimed) before the next."""
     runs = Runs(list(kernels))
+    returned: dict[str, list[float]] = {label: [] for label in kernels}
     left_behind: list[str] = []
     managers = {label: KernelManager(kernel_name=name) for label, name in kernels.items()}
     with client_context() as ctx:
@@ -147,6 +151,8 @@ def measure_restarts(
                     old = kernel_tree(int(km.provisioner.process.pid))  # type: ignore[union-attr]
                     started = time.perf_counter()
                     km.restart_kernel()
+                    if index:
+                        returned[label].append(time.perf_counter() - started)
                     figures = first_replies(km, ctx, started, time.monotonic() + timeout)
                     left = survivors(old)
                     left_behind += [f"{label}: {p}" for p in describe(left)]
@@ -160,7 +166,9 @@ def measure_restarts(
         finally:
             for label, km in managers.items():
                 left_behind += [f"{label}: {p}" for p in stop(km)]
-    return {**runs.result(), "left_behind": left_behind}
+    result = runs.result()
+    result["rows"] = {RETURNED: compare(returned), **result["rows"]}
+    return {**result, "left_behind": left_behind}
 
 
 def startup_benchmarks(quick: bool = False) -> dict[str, Any]:
@@ -190,10 +198,9 @@ def print_startup(results: dict[str, Any]) -> None:
     header.append(f"proxy <= plain + {results['target_added_s']:g} s")
     lines = []
     for kind in ("start", "restart"):
-        for milestone in MILESTONES:
-            rows = results[kind]["rows"][milestone]
+        for milestone, rows in results[kind]["rows"].items():
             cells = [
-                f"{kind} to {milestone}",
+                f"{kind}: {milestone}" if milestone == RETURNED else f"{kind} to {milestone}",
                 *(seconds(rows[label]["median_s"]) for label in labels),
             ]
             for label in others:
@@ -202,6 +209,8 @@ def print_startup(results: dict[str, Any]) -> None:
                     ratio(rows[label]["ratio_vs_plain"]),
                 ]
             met = within(rows["proxy"], results["target_added_s"]) if "proxy" in rows else None
+            if milestone == RETURNED:
+                met = None  # a part of the restart, not a target
             cells.append({True: "yes", False: "NO", None: "-"}[met])
             lines.append(cells)
     print(table(header, lines))
