@@ -33,7 +33,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python run.py
 
-# optional, about ten minutes: the peers from PyPI, each in a venv of its own under benchmarks/
+# optional, about fifteen minutes: the peers from PyPI, each in a venv of its own under benchmarks/
 # (JUmPER 1.1.1, jumper-extension 0.4.1, jumper-wrapper-kernel 0.1.2)
 bench-peers: $(STAMP)
 	cd benchmarks && ../$(BIN)/python bench_peers.py

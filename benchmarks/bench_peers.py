@@ -1,19 +1,23 @@
-"""Peer benchmark behind ``make bench-peers``: plain ipykernel, jumper-proxy and the original
-JUmPER kernel (``jumper-kernel`` from PyPI) side by side in one run.
+"""Peer benchmark behind ``make bench-peers``: plain ipykernel, jumper-proxy, the original
+JUmPER kernel (``jumper-kernel`` from PyPI), jumper-extension and jumper-wrapper-kernel side by
+side in one run.
 
-JUmPER is installed into its own virtual environment, ``benchmarks/.peers-venv`` (created with
-``python3 -m venv`` and filled with ``pip install jumper-kernel==1.1.1 cloudpickle`` when missing),
-and its kernelspec is installed by its own installer (``python -m jumper.install``) into a
-temporary Jupyter data directory. It runs with ``PYTHONWARNINGS=ignore::FutureWarning``: without
+JUmPER is installed into its own virtual environment, ``benchmarks/.peers-venv``
+(``jumper-kernel==1.1.1`` and cloudpickle at this environment's version, when missing), and its
+kernelspec is installed by its own installer (``python -m jumper.install``) into a temporary
+Jupyter data directory. It runs with ``PYTHONWARNINGS=ignore::FutureWarning``: without
 it, the deprecation warning that ``pynvml`` prints lands in the output of JUmPER's monitor
 process, JUmPER fails to decode it, and any cell long enough for the monitor to print (about
-1 s) never gets a reply. The run checks that once and records it.
+1 s) never gets a reply. The run checks that once and records it. The two other peers, their
+environments and kernelspecs: ``peers_setup.py``.
 
-Measured, the kernels interleaved (A B C A B C ...) after a warm-up:
+Measured, the kernels in turns after a warm-up, every wait with a deadline (``guarded.py``: a
+kernel that misses one is noted and restarted, and the run goes on):
 
-1. the median ``pass`` round trip (JUmPER takes part in every ``--jumper-every``-th round only:
-   each of its cells takes about a second);
-2. the per-cell cost against plain ipykernel, with ``pass`` and a ``time.sleep(1)`` cell;
+1. ``pass``, 20,000 printed lines, a CPU-bound cell of about a second and ``time.sleep(1)`` on
+   all five (``peers_cells.py``; JUmPER takes part in every ``--jumper-every``-th ``pass``
+   round only: each of its cells takes about a second);
+2. start to the first ``kernel_info_reply`` and to the first cell's reply, fresh kernels;
 3. Score-P cells through the proxy and JUmPER with the stand-in ``scorep`` of
    ``tests/fake_scorep`` on their ``PYTHONPATH``: the empty cell and a cell that changes a
    100 MiB / 1 GiB numpy array (``a[0] = a[0] + 1``, which both kernels hand in and back), for
@@ -25,10 +29,12 @@ Measured, the kernels interleaved (A B C A B C ...) after a warm-up:
    the child's ``sys.path`` to the kernel's after every Score-P cell (and the child appends the
    kernel's to its own), so ``sys.path`` doubles per cell; the run records that growth and
    removes the duplicates before each series, else later cells measure it rather than the
-   handover.
+   handover;
+4. what a new user meets: ``input()``, the cell after it, ``clear_output`` and a display
+   update; and plain ``python -m scorep`` of an empty script as a reference.
 
-Prints a table of medians and ratios and writes ``benchmarks/results/peers.json`` (kernel
-output in ``benchmarks/results/peers-logs``). About five minutes; ``--quick`` about one.
+Prints tables of medians and ratios and writes ``benchmarks/results/peers.json`` (kernel
+output in ``benchmarks/results/peers-logs``). About fifteen minutes; ``--quick`` about six.
 
     python benchmarks/bench_peers.py [--quick] [--rounds 200] [--jumper-every 4] [--sizes 100,1024]
 """
