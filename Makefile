@@ -33,7 +33,8 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python run.py
 
-# optional, a few minutes: the original JUmPER kernel from PyPI (in benchmarks/.peers-venv) too
+# optional, about fifteen minutes: the peers from PyPI, each in a venv of its own under benchmarks/
+# (JUmPER 1.1.1, jumper-extension 0.4.1, jumper-wrapper-kernel 0.1.2)
 bench-peers: $(STAMP)
 	cd benchmarks && ../$(BIN)/python bench_peers.py
 

@@ -1,19 +1,23 @@
-"""Peer benchmark behind ``make bench-peers``: plain ipykernel, jumper-proxy and the original
-JUmPER kernel (``jumper-kernel`` from PyPI) side by side in one run.
+"""Peer benchmark behind ``make bench-peers``: plain ipykernel, jumper-proxy, the original
+JUmPER kernel (``jumper-kernel`` from PyPI), jumper-extension and jumper-wrapper-kernel side by
+side in one run.
 
-JUmPER is installed into its own virtual environment, ``benchmarks/.peers-venv`` (created with
-``python3 -m venv`` and filled with ``pip install jumper-kernel==1.1.1 cloudpickle`` when missing),
-and its kernelspec is installed by its own installer (``python -m jumper.install``) into a
-temporary Jupyter data directory. It runs with ``PYTHONWARNINGS=ignore::FutureWarning``: without
+JUmPER is installed into its own virtual environment, ``benchmarks/.peers-venv``
+(``jumper-kernel==1.1.1`` and cloudpickle at this environment's version, when missing), and its
+kernelspec is installed by its own installer (``python -m jumper.install``) into a temporary
+Jupyter data directory. It runs with ``PYTHONWARNINGS=ignore::FutureWarning``: without
 it, the deprecation warning that ``pynvml`` prints lands in the output of JUmPER's monitor
 process, JUmPER fails to decode it, and any cell long enough for the monitor to print (about
-1 s) never gets a reply. The run checks that once and records it.
+1 s) never gets a reply. The run checks that once and records it. The two other peers, their
+environments and kernelspecs: ``peers_setup.py``.
 
-Measured, the kernels interleaved (A B C A B C ...) after a warm-up:
+Measured, the kernels in turns after a warm-up, every wait with a deadline (``guarded.py``: a
+kernel that misses one is noted and restarted, and the run goes on):
 
-1. the median ``pass`` round trip (JUmPER takes part in every ``--jumper-every``-th round only:
-   each of its cells takes about a second);
-2. the per-cell cost against plain ipykernel, with ``pass`` and a ``time.sleep(1)`` cell;
+1. ``pass``, 20,000 printed lines, a CPU-bound cell of about a second and ``time.sleep(1)`` on
+   all five (``peers_cells.py``; JUmPER takes part in every ``--jumper-every``-th ``pass``
+   round only: each of its cells takes about a second);
+2. start to the first ``kernel_info_reply`` and to the first cell's reply, fresh kernels;
 3. Score-P cells through the proxy and JUmPER with the stand-in ``scorep`` of
    ``tests/fake_scorep`` on their ``PYTHONPATH``: the empty cell and a cell that changes a
    100 MiB / 1 GiB numpy array (``a[0] = a[0] + 1``, which both kernels hand in and back), for
@@ -25,10 +29,12 @@ Measured, the kernels interleaved (A B C A B C ...) after a warm-up:
    the child's ``sys.path`` to the kernel's after every Score-P cell (and the child appends the
    kernel's to its own), so ``sys.path`` doubles per cell; the run records that growth and
    removes the duplicates before each series, else later cells measure it rather than the
-   handover.
+   handover;
+4. what a new user meets: ``input()``, the cell after it, ``clear_output`` and a display
+   update; and plain ``python -m scorep`` of an empty script as a reference.
 
-Prints a table of medians and ratios and writes ``benchmarks/results/peers.json`` (kernel
-output in ``benchmarks/results/peers-logs``). About five minutes; ``--quick`` about one.
+Prints tables of medians and ratios and writes ``benchmarks/results/peers.json`` (kernel
+output in ``benchmarks/results/peers-logs``). About fifteen minutes; ``--quick`` about six.
 
     python benchmarks/bench_peers.py [--quick] [--rounds 200] [--jumper-every 4] [--sizes 100,1024]
 """
@@ -50,16 +56,26 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench_startup import measure_starts
+from figures import table
+from guarded import GuardedKernel
 from jupyter_client.blocking.client import BlockingKernelClient
 from kernels import (
     Kernel,
-    execute,
     kernel,
     machine,
     median,
     on_jupyter_path,
     proxy_kernelspec,
 )
+from peers_cells import (
+    cell_benchmarks,
+    new_user_checks,
+    print_cells,
+    print_checks,
+    scorep_reference,
+)
+from peers_setup import EXTENSION_KERNEL, WRAPPER_KERNEL, PeerVenv, peer_kernelspecs
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -70,8 +86,16 @@ FAKE_SCOREP = ROOT / "tests" / "fake_scorep"
 JUMPER_VERSION = "1.1.1"
 JUMPER_KERNEL = "jumper"
 JUMPER_WARNINGS = "ignore::FutureWarning"
-NAMES = ("plain", "proxy", "jumper")
-LABELS = {"plain": "plain", "proxy": "proxy", "jumper": "JUmPER"}
+#: cells run after every start: the wrapper's monitor is started by its user
+SETUP = {"wrapper": ["%perfmonitor_start 0.5"]}
+NAMES = ("plain", "proxy", "jumper", "extension", "wrapper")
+LABELS = {
+    "plain": "plain",
+    "proxy": "proxy",
+    "jumper": "JUmPER",
+    "extension": "extension",
+    "wrapper": "wrapper",
+}
 COMBOS = [(m, mode) for m in ("dill", "cloudpickle") for mode in ("memory", "disk")]
 MIB = 1 << 20
 SCOREP_EMPTY = "%%execute_with_scorep\npass"
@@ -91,51 +115,10 @@ exit 127
 # --- JUmPER's environment and kernelspec ------------------------------------------------------
 
 
-def peers_python() -> Path:
-    return PEERS_VENV / "bin" / "python"
-
-
-def ensure_peers_venv() -> str:
-    """Create ``.peers-venv`` with jumper-kernel (and cloudpickle, JUmPER's second marshaller,
-    at this environment's version) unless it is there; the installed jumper-kernel version."""
-    python = peers_python()
-    if not python.exists():
-        print(f"creating {PEERS_VENV} ...", flush=True)
-        subprocess.run(["python3", "-m", "venv", str(PEERS_VENV)], check=True)
-    if _installed_version("jumper-kernel") != JUMPER_VERSION or not _installed_version(
-        "cloudpickle"
-    ):
-        print(f"installing jumper-kernel=={JUMPER_VERSION} from PyPI ...", flush=True)
-        cloudpickle = f"cloudpickle=={metadata.version('cloudpickle')}"
-        pip_install = [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ]
-        subprocess.run(
-            [*pip_install, f"jumper-kernel=={JUMPER_VERSION}", cloudpickle],
-            check=True,
-        )
-    version = _installed_version("jumper-kernel")
-    if version != JUMPER_VERSION:
-        sys.exit(f"jumper-kernel {JUMPER_VERSION} is not installed in {PEERS_VENV}")
-    return version
-
-
-def _installed_version(package: str) -> str | None:
-    found = subprocess.run(
-        [
-            str(peers_python()),
-            "-c",
-            f"import importlib.metadata as m; print(m.version({package!r}))",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    return found.stdout.strip() if found.returncode == 0 else None
+JUMPER = PeerVenv(
+    PEERS_VENV,
+    (f"jumper-kernel=={JUMPER_VERSION}", f"cloudpickle=={metadata.version('cloudpickle')}"),
+)
 
 
 @contextlib.contextmanager
@@ -145,7 +128,7 @@ def jumper_kernelspec(work: Path) -> Iterator[dict[str, Any]]:
     the run."""
     data_dir = work / "share" / "jupyter"
     subprocess.run(
-        [str(peers_python()), "-m", "jumper.install"],
+        [str(JUMPER.python), "-m", "jumper.install"],
         check=True,
         capture_output=True,
         env={**os.environ, "JUPYTER_DATA_DIR": str(data_dir)},
@@ -252,44 +235,6 @@ def jumper_checks(cwd: Path) -> dict[str, Any]:
         "scorep_cell_without_scorep_command": scorep,
         "sleep_1s_cell_without_PYTHONWARNINGS": sleep,
     }
-
-
-# --- items 1 and 2: per-cell round trips --------------------------------------------------------
-
-
-def round_trips(
-    kernels: dict[str, Kernel], code: str, rounds: int, jumper_every: int, warmup: int
-) -> dict[str, list[float]]:
-    """``code`` on each kernel in turn, round after round; JUmPER in every
-    ``jumper_every``-th round."""
-    times: dict[str, list[float]] = {name: [] for name in kernels}
-
-    def one(name: str) -> float:
-        seconds, reply = execute(kernels[name][1], code)
-        assert reply["content"]["status"] == "ok", reply["content"]
-        return seconds
-
-    for _ in range(warmup):
-        for name in kernels:
-            one(name)
-    for index in range(rounds):
-        for name in kernels:
-            if name != "jumper" or index % jumper_every == 0:
-                times[name].append(one(name))
-    return times
-
-
-def summary(times: dict[str, list[float]]) -> dict[str, Any]:
-    plain = median(times["plain"])
-    row: dict[str, Any] = {}
-    for name, values in times.items():
-        row[name] = {
-            "median_s": median(values),
-            "cells": len(values),
-            "ratio_vs_plain": median(values) / plain,
-            "added_vs_plain_s": median(values) - plain,
-        }
-    return row
 
 
 # --- item 4: Score-P cells ----------------------------------------------------------------------
@@ -419,11 +364,10 @@ def main() -> None:
     sizes_mib = args.sizes or ("100" if args.quick else "100,1024")
     sizes = [int(s) * MIB for s in sizes_mib.split(",") if s]
     scorep_runs = 1 if args.quick else 3
-    sleep_runs = 3 if args.quick else 5
 
     # on SIGTERM too, leave through the context managers that shut the kernels down
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
-    version = ensure_peers_venv()
+    version = JUMPER.ensure()["jumper-kernel"]
     started_at = time.perf_counter()
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -442,41 +386,73 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory(prefix="jumper-peers-") as tmp,
         proxy_kernelspec(env=stand_in) as proxy_name,
+        jumper_kernelspec(Path(tmp)) as spec,
+        peer_kernelspecs(Path(tmp)) as peers,
     ):
         work = Path(tmp)
-        with jumper_kernelspec(work) as spec:
-            results["jumper"]["kernelspec_argv"] = spec["argv"]
-            if not args.skip_checks:
-                print("checking JUmPER without a scorep command and without the filter ...")
-                results["jumper"]["checks"] = jumper_checks(work / "check")
-            placeholder = placeholder_scorep(work)
-            with contextlib.ExitStack() as stack:
-                kernels: dict[str, Kernel] = {
-                    "plain": stack.enter_context(started("python3", work / "plain")),
-                    "proxy": stack.enter_context(started(proxy_name, work / "proxy")),
-                    "jumper": stack.enter_context(
-                        started(JUMPER_KERNEL, work / "jumper", jumper_env(True, placeholder))
-                    ),
-                }
-                print(f"pass round trips: {rounds} rounds ...", flush=True)
-                passes = round_trips(kernels, "pass", rounds, args.jumper_every, warmup=5)
-                results["pass round trip"] = summary(passes)
-                print("time.sleep(1) cells ...", flush=True)
-                for _km, kc in kernels.values():
-                    ok(kc, "import time")
-                sleeps = round_trips(kernels, "time.sleep(1)", sleep_runs, 1, warmup=1)
-                results["time.sleep(1) cell"] = summary(sleeps)
-                print("Score-P cells (stand-in scorep) ...", flush=True)
-                scorep_kernels = {name: kernels[name] for name in ("proxy", "jumper")}
-                results["scorep"] = run_scorep(scorep_kernels, sizes, scorep_runs, work)
-            results["scorep"]["placeholder_scorep_was_run"] = (
-                placeholder / "placeholder-was-run"
-            ).exists()
+        results["jumper"]["kernelspec_argv"] = spec["argv"]
+        results["peers"] = peers
+        if not args.skip_checks:
+            print("checking JUmPER without a scorep command and without the filter ...")
+            results["jumper"]["checks"] = jumper_checks(work / "check")
+        placeholder = placeholder_scorep(work)
+        specs = {
+            "plain": ("python3", None),
+            "proxy": (proxy_name, None),
+            "jumper": (JUMPER_KERNEL, jumper_env(True, placeholder)),
+            "extension": (EXTENSION_KERNEL, None),
+            "wrapper": (WRAPPER_KERNEL, None),
+        }
+        with contextlib.ExitStack() as stack:
+            kernels = {
+                label: stack.enter_context(guarded(label, name, work / label, env))
+                for label, (name, env) in specs.items()
+            }
+            results["cells"] = cell_benchmarks(kernels, args.quick, rounds, args.jumper_every)
+            print("Score-P cells (stand-in scorep) ...", flush=True)
+            scorep_kernels = {n: (kernels[n].km, kernels[n].client()) for n in ("proxy", "jumper")}
+            results["scorep"] = run_scorep(scorep_kernels, sizes, scorep_runs, work)
+            results["checks"] = new_user_checks(kernels)
+            results["restarts"] = {label: k.notes for label, k in kernels.items() if k.notes}
+            results["first_cell_output"] = {
+                label: k.first_output for label, k in kernels.items() if k.first_output.strip()
+            }
+        results["scorep"]["placeholder_scorep_was_run"] = (
+            placeholder / "placeholder-was-run"
+        ).exists()
+        print("start-up ...", flush=True)
+        with open(LOGS / "startup.log", "wb") as log:
+            launch = {
+                label: {"env": {**os.environ, **(env or {})}, "cwd": str(work / label)}
+                | {"stdout": log, "stderr": log}
+                for label, (_name, env) in specs.items()
+            }
+            names = {label: name for label, (name, _env) in specs.items()}
+            results["startup"] = measure_starts(names, 2 if args.quick else 5, 120, launch)
+        results["scorep_reference"] = scorep_reference(3 if args.quick else 7, work)
     results["seconds"] = time.perf_counter() - started_at
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
     print_report(results)
     print(f"\nwritten to {RESULTS}")
+
+
+@contextlib.contextmanager
+def guarded(
+    label: str, name: str, cwd: Path, env: dict[str, str] | None
+) -> Iterator[GuardedKernel]:
+    """A started kernel that the run survives, working in ``cwd``, its output in
+    ``results/peers-logs/<label>.log``; ``import time`` after every start."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with open(LOGS / f"{label}.log", "wb") as log:
+        k = GuardedKernel(LABELS[label], name, env=env, cwd=str(cwd), log=log)
+        k.setup += ["import time", *SETUP.get(label, [])]
+        try:
+            k.start()
+            yield k
+        finally:
+            k.close()
 
 
 def run_scorep(
@@ -514,21 +490,14 @@ def print_report(results: dict[str, Any]) -> None:
         f"\npeer benchmark, {results['when']}, {machine['cpus']} CPUs, Python {machine['python']}"
         f"; {jumper['package']} with PYTHONWARNINGS={JUMPER_WARNINGS}"
     )
-    header = f"{'cell':<20}" + "".join(f"{LABELS[n]:>11}" for n in NAMES)
-    header += f"{'proxy/plain':>13}{'JUmPER/plain':>14}{'proxy +':>11}{'JUmPER +':>11}"
-    print(f"\n{header}")
-    for cell in ("pass round trip", "time.sleep(1) cell"):
-        row = results[cell]
-        line = f"{cell:<20}" + "".join(f"{_t(row[n]['median_s']):>11}" for n in NAMES)
-        line += f"{row['proxy']['ratio_vs_plain']:>13.3f}{row['jumper']['ratio_vs_plain']:>14.2f}"
-        line += f"{_t(row['proxy']['added_vs_plain_s'], True):>11}"
-        line += f"{_t(row['jumper']['added_vs_plain_s'], True):>11}"
-        print(line)
-    counts = "; ".join(
-        f"{cell}: " + ", ".join(f"{LABELS[n]} {results[cell][n]['cells']}" for n in NAMES)
-        for cell in ("pass round trip", "time.sleep(1) cell")
+    peers = results["peers"]
+    print(
+        f"{peers[EXTENSION_KERNEL]['installed']}, {peers[WRAPPER_KERNEL]['installed']}"
+        " (each in its own venv; extension: monitor started at 2 Hz in the kernelspec;"
+        " wrapper: `%perfmonitor_start 0.5` as its first cell)\n"
     )
-    print(f"(medians; cells {counts}; '+' = added to each cell against plain ipykernel)")
+    print_cells(results["cells"], LABELS)
+    print(f"(CPU-bound: {results['cells']['cpu_bound_iterations']:,} iterations, on all kernels)")
     checks = jumper.get("checks")
     if checks:
         sleep = checks["sleep_1s_cell_without_PYTHONWARNINGS"]
@@ -571,7 +540,36 @@ def print_report(results: dict[str, Any]) -> None:
             line += f"{_t(row['proxy_added_s']):>10}"
         print(line)
     print("('+' = the cell minus the empty cell of the same marshaller and mode)")
+    print("\nstart-up (fresh kernels, in turns)")
+    rows = results["startup"]["rows"]
+    labels = [n for n in NAMES if n in rows["kernel_info_reply"]]
+    lines = [
+        [f"start to {m}", *(f"{_t(rows[m][n]['median_s'])} ({_ratio(rows[m][n])})" for n in labels)]
+        for m in rows
+    ]
+    print(table(["median (ratio vs plain)", *(LABELS[n] for n in labels)], lines))
+    for problem in results["startup"]["failures"] + results["startup"]["left_behind"]:
+        print(f"start-up: {problem}")
+    reference = results["scorep_reference"]
+    if "skipped" in reference:
+        print(f"\npython -m scorep of an empty script: skipped, {reference['skipped']}")
+    else:
+        runs = f"median of {reference['runs']}"
+        print(f"\npython -m scorep of an empty script: {_t(reference['median_s'])} ({runs})")
+    print("\nas a new user: input() answered at its prompt, then a cell after it")
+    print_checks(results["checks"], LABELS)
+    for notes in results["restarts"].values():
+        print("; ".join(notes))
+    for label, text in results["first_cell_output"].items():
+        print(f"{LABELS[label]}'s first cell printed: {text.strip()[:160]!r}")
+    ext = results["peers"][EXTENSION_KERNEL]
+    if not ext["declares_ipykernel"]:
+        print("jumper-extension does not depend on ipykernel: installed beside it for its kernel")
     print(f"\nrun took {results['seconds']:.0f} s; kernel logs in {LOGS}")
+
+
+def _ratio(row: dict[str, Any]) -> str:
+    return "-" if row["ratio_vs_plain"] is None else f"{row['ratio_vs_plain']:.2f}"
 
 
 def _t(seconds: float, signed: bool = False) -> str:

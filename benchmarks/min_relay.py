@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -38,6 +39,14 @@ def relay(connection_file: str) -> None:
     upstream.session.key = info["key"].encode()  # frames pass as they came
     upstream.start_kernel()
     up = upstream.get_connection_info()
+    # a frontend's interrupt (and jupyter_client's before every shutdown) is the kernel's
+    pid = upstream.provisioner.process.pid  # type: ignore[union-attr]
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGINT)
+
+    signal.signal(signal.SIGINT, interrupt)
     ctx: zmq.Context[Any] = zmq.Context()
 
     def front(kind: int, port: int) -> zmq.Socket[Any]:

@@ -4,7 +4,7 @@ Both kernels run in this one process's run and the work is interleaved (A B A B 
 one table of medians and ratios and writes the same figures to
 ``benchmarks/results/latest.json`` so that runs can be compared.
 
-    python benchmarks/run.py [--quick] [--only relay,monitor,scorep,memory]
+    python benchmarks/run.py [--quick] [--only relay,monitor,scorep,memory,startup]
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from bench_handover import print_table as print_handover
 from bench_handover import stand_in_env
 from bench_monitor import monitor_benchmarks
 from bench_relay import relay_benchmarks
+from bench_startup import print_startup, startup_benchmarks
 from kernels import Kernel, execute, kernel, machine, median, proxy_kernelspec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-GROUPS = ("relay", "monitor", "scorep", "memory")
+GROUPS = ("relay", "monitor", "scorep", "memory", "startup")
 
 
 def scorep_benchmarks(quick: bool) -> dict[str, Any]:
@@ -99,6 +100,8 @@ def main() -> None:
                 results["memory"] = memory_benchmark(proxy, 200 if args.quick else 1000)
     if "scorep" in groups:
         results["scorep"] = scorep_benchmarks(args.quick)
+    if "startup" in groups:
+        results["startup"] = startup_benchmarks(args.quick)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
     print_report(results)
@@ -130,6 +133,9 @@ def print_report(results: dict[str, Any]) -> None:
         else:
             cpu = f"{row['proxy_core_percent']:.3f} %"
             print(f"{name:<30} {'':>10} {_t(row['cell_s']):>10} {'':>7} {'':>7} {'':>10} {cpu:>10}")
+    if "startup" in results:
+        print()
+        print_startup(results["startup"])
     if "memory" in results:
         m = results["memory"]
         print(
