@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -34,7 +35,10 @@ MIN_RELAY_KERNEL = "jumper-min-relay-bench"
 
 def relay(connection_file: str) -> None:
     info = read_connection_file(Path(connection_file))
-    upstream = KernelManager(kernel_name="python3", transport="ipc")
+    sockets = tempfile.mkdtemp(prefix="jumper-min-relay-")  # private, not the working directory
+    upstream = KernelManager(
+        kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel")
+    )
     upstream.session.signature_scheme = info["signature_scheme"]
     upstream.session.key = info["key"].encode()  # frames pass as they came
     upstream.start_kernel()
@@ -83,6 +87,7 @@ def relay(connection_file: str) -> None:
                     continue
                 if sock in frontend and msg.msg_type == "shutdown_request":
                     upstream.shutdown_kernel(now=True)
+                    shutil.rmtree(sockets, ignore_errors=True)
                     os._exit(0)
                 other[sock].send_multipart(msg.to_wire(), copy=False)
 
