@@ -128,9 +128,9 @@ def main(
     runtime_dir, first = launch_for_proxy(
         config.upstream, config.connection_file, config.upstream_transport
     )
-    from jumper_proxy.kernel import run_kernel
+    from jumper_proxy.kernel import serve_and_exit
 
-    sys.exit(run_kernel(config, runtime_dir, first))
+    serve_and_exit(config, runtime_dir, first)
 
 
 def _parse_env(

@@ -30,11 +30,11 @@ def prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def fake_kernel(monkeypatch: pytest.MonkeyPatch) -> list[ProxyConfig]:
-    """A fake ``jumper_proxy.kernel`` whose ``run_kernel`` records its config, stops the
-    kernel the command line started for it, and returns 3."""
+    """A fake ``jumper_proxy.kernel`` whose ``serve_and_exit`` records its config, stops the
+    kernel the command line started for it, and exits with 3."""
     calls: list[ProxyConfig] = []
 
-    def run_kernel(config: ProxyConfig, runtime_dir: Path, first: Launched) -> int:
+    def serve_and_exit(config: ProxyConfig, runtime_dir: Path, first: Launched) -> None:
         calls.append(config)
         assert first.connection_file.parent == runtime_dir
         first.process.kill()
@@ -42,10 +42,10 @@ def fake_kernel(monkeypatch: pytest.MonkeyPatch) -> list[ProxyConfig]:
         if first.process.stdin is not None:
             first.process.stdin.close()
         shutil.rmtree(runtime_dir)
-        return 3
+        raise SystemExit(3)
 
     module = types.ModuleType("jumper_proxy.kernel")
-    module.run_kernel = run_kernel  # type: ignore[attr-defined]
+    module.serve_and_exit = serve_and_exit  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "jumper_proxy.kernel", module)
     return calls
 
