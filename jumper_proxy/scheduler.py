@@ -307,6 +307,7 @@ class Scheduler:
                 interrupted=request.interrupted,
                 services=self.services,
                 request=request.content,
+                execution_count=count,
             )
             if magic.measured:
                 request.started = time.time()

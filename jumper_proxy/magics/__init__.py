@@ -48,6 +48,8 @@ class MagicContext:
     services: dict[str, Any] = field(default_factory=dict)
     #: the request's content (``code``, ``silent``, ``stop_on_error``...)
     request: dict[str, Any] = field(default_factory=dict)
+    #: the cell's execution count (``In [N]``), when it has one
+    execution_count: int | None = None
 
 
 Handler = Callable[[MagicContext, str, str], Awaitable[None]]
