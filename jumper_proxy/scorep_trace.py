@@ -6,8 +6,9 @@ Score-P installs, found through ``otf2-config --pythonpath``), imported on first
 region, its start and end in seconds from the start of the trace, and its depth in the call
 stack. A large trace is reduced while it is read, and the timeline says how:
 
-* bars shorter than ``1/resolution`` of the trace that follow one another in the same row
-  (location and depth) and region are merged into one bar that counts them;
+* calls shorter than ``1/resolution`` of the trace that follow one another in the same row
+  (location and depth) are merged into one bar that counts them (and names the regions: one,
+  or the first and how many others);
 * at most ``max_bars`` bars are kept, the longest;
 * at most ``max_events`` events are read.
 
@@ -56,6 +57,8 @@ class Timeline:
     flushes: list[tuple[int, float, float]] = field(default_factory=list)
     calls: int = 0
     reduced: list[str] = field(default_factory=list)
+    #: the regions of each merged bar that holds several (by bar index, while reading)
+    names: dict[int, list[str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.start)
@@ -126,8 +129,9 @@ def _read(trace: Any, path: Path, max_bars: int, max_events: int, resolution: in
     if merged:
         timeline.reduced.append(
             f"{merged:,} calls shorter than {shortest * 1e6:.1f} µs were merged with their "
-            "neighbours of the same region"
+            "neighbours into bars that count them"
         )
+    timeline.names.clear()
     if len(timeline) > max_bars:
         _keep_longest(timeline, max_bars)
     return timeline
@@ -148,12 +152,15 @@ def _add(
     if (
         previous is not None
         and end - start < shortest
-        and timeline.region[previous] == region
         and start - timeline.end[previous] < shortest
         and timeline.end[previous] - timeline.start[previous] < shortest * 4
     ):
         timeline.end[previous] = end
         timeline.merged[previous] += 1
+        names = timeline.names.setdefault(previous, [timeline.region[previous]])
+        if region not in names:
+            names.append(region)
+            timeline.region[previous] = f"{names[0]} and {len(names) - 1} more regions"
         return
     last[key] = len(timeline.start)
     timeline.row.append(row)
