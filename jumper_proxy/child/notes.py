@@ -37,7 +37,7 @@ _EXPLANATIONS: list[tuple[re.Pattern[str], str]] = [
         "and Ubuntu: apt-get install libunwind-dev binutils-dev).",
     ),
     (
-        re.compile(r"cannot find -l(\S+)"),
+        re.compile(r"cannot find -l([^\s:]+)"),
         "The Score-P bindings could not link their init library: the library {0} is missing.",
     ),
     (
