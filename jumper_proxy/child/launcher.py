@@ -183,6 +183,7 @@ async def run_child(
     interrupt_grace: float = 5.0,
     terminate_grace: float = 3.0,
     on_started: Callable[[int], None] | None = None,
+    stdin: asyncio.Future[bytes] | None = None,
 ) -> ChildResult:
     """Run ``cmd`` to its end, streaming ``("stdout"|"stderr", text)`` to ``on_output``.
 
@@ -190,6 +191,8 @@ async def run_child(
     seconds SIGTERM, after ``terminate_grace`` more SIGKILL. Cancelling this coroutine kills the
     group. Processes the child leaves behind holding its output open are killed once the output
     has not ended within a second of the child's exit. ``on_started`` gets the child's pid.
+    The child's stdin is empty, or, with ``stdin``, the bytes that future gets once it has them
+    (the child can start before they are known).
     """
     started = time.monotonic()
     loop = asyncio.get_running_loop()
@@ -198,7 +201,7 @@ async def run_child(
         transport, _ = await loop.subprocess_exec(
             lambda: protocol,
             *cmd,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=dict(env),
@@ -210,6 +213,8 @@ async def run_child(
         raise ChildError(f"Cannot start the Score-P child ({cmd[0]}): {exc.strerror}") from exc
     pid = transport.get_pid()
     interrupted = False
+    if stdin is not None:
+        stdin.add_done_callback(functools.partial(_feed, transport))
     try:
         if on_started is not None:
             on_started(pid)
@@ -236,6 +241,17 @@ async def run_child(
     returncode = transport.get_returncode()
     assert returncode is not None  # the child has exited
     return ChildResult(returncode, interrupted, time.monotonic() - started)
+
+
+def _feed(transport: asyncio.SubprocessTransport, data: asyncio.Future[bytes]) -> None:
+    """Write what the child is waiting for on its stdin, and close it (also without data)."""
+    pipe = transport.get_pipe_transport(0)
+    if pipe is None or pipe.is_closing():
+        return
+    if not data.cancelled() and data.exception() is None:
+        with contextlib.suppress(OSError):
+            pipe.write(data.result())  # type: ignore[attr-defined]
+    pipe.close()
 
 
 class _ChildProtocol(asyncio.SubprocessProtocol):

@@ -1,5 +1,6 @@
 """The script a Score-P child runs: ``python -m scorep --noinstrumenter <binding args> runner.py
-JOB.json``.
+-`` with the job (JSON) on its stdin, which the proxy writes once the kernel has exported its
+state: the child starts meanwhile (``runner.py JOB.json`` reads the job from a file).
 
 It loads the notebook's state into a fresh ``__main__`` namespace, runs the cells' code there,
 and writes the changed state and a result file back. The bindings start with the Python
@@ -35,9 +36,14 @@ class _Run:
         import os
         import types
 
-        with open(job_path, encoding="utf-8") as f:
-            self.job = json.load(f)
-        self.runner_dir = os.path.dirname(os.path.abspath(job_path))
+        if job_path == "-":
+            self.job = json.loads(sys.stdin.buffer.read() or b"null")
+        else:
+            with open(job_path, encoding="utf-8") as f:
+                self.job = json.load(f)
+        if not isinstance(self.job, dict):
+            sys.exit(1)  # the proxy gave up on this cell before it sent the job
+        self.runner_dir = os.path.dirname(os.path.abspath(__file__))
         self.instrument = self.job.get("instrument", True) and _instrumenter is not None
         self.module = types.ModuleType("__main__")
         self.namespace = self.module.__dict__

@@ -14,6 +14,7 @@ removed, and the kernel's state changes only after a successful child.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -164,8 +165,47 @@ async def run_scorep_cell(
 
     workdir = workspace.new_cell_dir()
     store: transport.Store | None = None
+    job: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    starting: asyncio.Future[tuple[ChildResult, bool, float]] | None = None
+    output = notes.ScorepOutput(on_output)
     try:
         store = _prepare(_new_store, settings, probe["env"], env_overrides, cwd)
+        job_cells = _prepare(_write_files, workdir, cells)
+        # the bindings build in the cell's directory; the runner gives the cell TMPDIR back
+        child_env = {**env, "TMPDIR": str(workdir)}
+        cmd = build_child_command(
+            python, binding_args, workdir / "runner.py", launcher_prefix, ["-"]
+        )
+        previous = notes.experiments_before(cwd, env)
+        started_at = time.time()
+
+        async def start_child() -> tuple[ChildResult, bool, float]:
+            """Prepare the init library if it is not, start the child; it reads the job from
+            its stdin, so it starts while the kernel exports."""
+            clock = time.monotonic()
+            fast_env = None
+            if init_cache is not None and not launcher_prefix:
+                fast_env = await init_cache.second_stage_env(
+                    bindings.key(), args, python, child_env, cwd
+                )
+            prepared = _lap(clock)
+            try:
+                child = await run_child(
+                    cmd,
+                    fast_env or child_env,
+                    cwd,
+                    output,
+                    interrupt,
+                    interrupt_grace=interrupt_grace,
+                    terminate_grace=terminate_grace,
+                    on_started=on_child_started,
+                    stdin=job,
+                )
+            finally:
+                output.close()
+            return child, fast_env is not None, prepared
+
+        starting = asyncio.ensure_future(start_child())
         clock = time.monotonic()
         request = {"action": "export", "marshaller": settings.marshaller}
         exported = await in_kernel(
@@ -179,36 +219,8 @@ async def run_scorep_cell(
             on_output("stderr", line + "\n")
         if interrupt.is_set():
             raise ChildInterrupted("KeyboardInterrupt", "interrupted before the Score-P cell ran")
-
-        job = _prepare(_write_job, workdir, cells, exported, settings, store, args, env)
-        # the bindings build in the cell's directory; the runner gives the cell TMPDIR back
-        child_env = {**env, "TMPDIR": str(workdir)}
-        clock = time.monotonic()
-        fast_env = None
-        if init_cache is not None and not launcher_prefix:
-            fast_env = await init_cache.second_stage_env(
-                bindings.key(), args, python, child_env, cwd
-            )
-        timings["prepare"] = _lap(clock)
-        cmd = build_child_command(
-            python, binding_args, workdir / "runner.py", launcher_prefix, [str(job)]
-        )
-        output = notes.ScorepOutput(on_output)
-        previous = notes.experiments_before(cwd, env)
-        started_at = time.time()
-        try:
-            child = await run_child(
-                cmd,
-                fast_env or child_env,
-                cwd,
-                output,
-                interrupt,
-                interrupt_grace=interrupt_grace,
-                terminate_grace=terminate_grace,
-                on_started=on_child_started,
-            )
-        finally:
-            output.close()
+        job.set_result(_job(workdir, job_cells, exported, settings, store, args, env).encode())
+        child, fast_start, timings["prepare"] = await starting
         timings["child"] = child.duration
         experiment = find_experiment_dir(cwd, env, started_at)
         if experiment is not None:
@@ -238,9 +250,14 @@ async def run_scorep_cell(
             experiment_dir=experiment,
             returncode=child.returncode,
             timings=timings,
-            fast_start=fast_env is not None,
+            fast_start=fast_start,
         )
     finally:
+        job.cancel()  # a child still waiting for its job gets an empty stdin
+        if starting is not None and not starting.done():
+            starting.cancel()  # and is killed with its process group
+            with contextlib.suppress(BaseException):
+                await starting
         if store is not None:
             store.remove_all()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -276,16 +293,9 @@ def _new_store(
     return transport.Store(transport.DISK, where)
 
 
-def _write_job(
-    workdir: Path,
-    cells: Sequence[CellCode],
-    exported: dict[str, Any],
-    settings: HandoverSettings,
-    store: transport.Store,
-    args: BindingArgs,
-    env: Mapping[str, str],
-) -> Path:
-    """The runner, the private package, the cells' code and the job, in ``workdir`` (0700)."""
+def _write_files(workdir: Path, cells: Sequence[CellCode]) -> list[dict[str, Any]]:
+    """The runner, the private package and the cells' code in ``workdir`` (0700); the job's
+    entry of each cell."""
     package, sources = bundle()
     _write(workdir / "runner.py", (_HERE / "runner.py").read_text(encoding="utf-8"))
     (workdir / package).mkdir(mode=0o700)
@@ -297,17 +307,34 @@ def _write_job(
         path = workdir / ("cell.py" if len(cells) == 1 else f"cell_{number}.py")
         _write(path, cell.code)
         job_cells.append({"file": str(path), "region": cell.region, "header": cell.header})
-    job = {
-        "package": package,
-        "cells": job_cells,
-        "instrument": args.instrument,
-        "tmpdir": env.get("TMPDIR"),
-        "result_file": str(workdir / "result.json"),
-        "input": exported,
-        "output": {"marshaller": settings.marshaller, "mode": store.mode, "where": store.where},
-    }
-    _write(workdir / "job.json", json.dumps(job))
-    return workdir / "job.json"
+    return job_cells
+
+
+def _job(
+    workdir: Path,
+    cells: list[dict[str, Any]],
+    exported: dict[str, Any],
+    settings: HandoverSettings,
+    store: transport.Store,
+    args: BindingArgs,
+    env: Mapping[str, str],
+) -> str:
+    """What the runner does, as JSON (it reads it from its stdin)."""
+    return json.dumps(
+        {
+            "package": bundle()[0],
+            "cells": cells,
+            "instrument": args.instrument,
+            "tmpdir": env.get("TMPDIR"),
+            "result_file": str(workdir / "result.json"),
+            "input": exported,
+            "output": {
+                "marshaller": settings.marshaller,
+                "mode": store.mode,
+                "where": store.where,
+            },
+        }
+    )
 
 
 def _write(path: Path, text: str) -> None:
