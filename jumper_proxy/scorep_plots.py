@@ -14,13 +14,16 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from jumper_proxy.scorep_profile import Node, Profile, format_seconds, top_regions
+from jumper_proxy.scorep_profile import Node, Profile, focus_nodes, format_seconds, top_regions
 from jumper_proxy.scorep_trace import Timeline
 
 #: how many regions the profile's bar chart shows (by inclusive time)
 CHART_REGIONS = 25
-#: how many call paths the call-tree table shows
-TREE_ROWS = 300
+#: how many call paths the call-tree table (in a scrolling box) and its text twin show
+TREE_ROWS = 200
+TEXT_ROWS = 60
+#: below the top two levels, the call tree leaves out call paths with less of the time
+TREE_SHARE = 0.005
 
 
 def profile_bundle(profile: Profile, title: str) -> dict[str, Any]:
@@ -30,7 +33,8 @@ def profile_bundle(profile: Profile, title: str) -> dict[str, Any]:
 
     from jumper_proxy import plots
 
-    rows = sorted(top_regions(profile.roots, None), key=lambda r: -r.inclusive)
+    nodes = focus_nodes(profile)
+    rows = sorted(top_regions(nodes, None), key=lambda r: -r.inclusive)
     shown = rows[:CHART_REGIONS][::-1]
     names = [row.region for row in shown]
     source = ColumnDataSource(
@@ -80,54 +84,76 @@ def profile_bundle(profile: Profile, title: str) -> dict[str, Any]:
         )
     )
     fig.legend.location = "bottom_right"
-    text = profile_text(profile, title)
-    parts = [plots._embed(fig), call_tree_html(profile)]
+    text = profile_text(profile, title, nodes)
+    parts = [plots._embed(fig), call_tree_html(profile, nodes)]
     return {"text/html": "\n".join(parts), "text/plain": text}
 
 
-def call_tree_lines(profile: Profile) -> list[tuple[int, Node]]:
-    """The call paths in tree order with their depth (at most :data:`TREE_ROWS`)."""
-    lines = [item for root in profile.roots for item in root.walk()]
-    return lines[:TREE_ROWS]
+def call_tree_lines(nodes: Sequence[Node], limit: int = TREE_ROWS) -> list[tuple[int, Node]]:
+    """The call paths below ``nodes`` in tree order, the most inclusive time first among
+    siblings, with their depth: at most ``limit``, and below the top two levels only those
+    that took at least :data:`TREE_SHARE` of the time."""
+    lines: list[tuple[int, Node]] = []
+    least = sum(node.inclusive for node in nodes) * TREE_SHARE
+
+    def visit(node: Node, depth: int) -> None:
+        if len(lines) < limit and (depth < 2 or node.inclusive >= least):
+            lines.append((depth, node))
+            for child in sorted(node.children, key=lambda c: -c.inclusive):
+                visit(child, depth + 1)
+
+    for root in nodes:
+        visit(root, 0)
+    return lines
 
 
-def call_tree_html(profile: Profile) -> str:
-    """The call tree as an indented table: inclusive, exclusive, visits."""
+def _paths(nodes: Sequence[Node]) -> int:
+    return sum(1 for root in nodes for _ in root.walk())
+
+
+def call_tree_html(profile: Profile, nodes: Sequence[Node]) -> str:
+    """The call tree below ``nodes`` as an indented table: inclusive, exclusive, visits."""
     rows = []
-    for depth, node in call_tree_lines(profile):
+    for depth, node in call_tree_lines(nodes):
         rows.append(
-            "<tr>"
-            f'<td style="text-align:left;font-family:monospace;padding-left:{0.5 + 1.2 * depth}em">'
-            f"{html.escape(node.region)}</td>"
-            f"<td>{format_seconds(node.inclusive)}</td><td>{format_seconds(node.exclusive)}</td>"
-            f"<td>{node.visits:,}</td></tr>"
+            f"<tr><td>{format_seconds(node.inclusive)}</td>"
+            f"<td>{format_seconds(node.exclusive)}</td><td>{node.visits:,}</td>"
+            '<td style="text-align:left;font-family:monospace;white-space:pre;'
+            f'padding-left:{0.5 + 1.2 * depth}em">{html.escape(node.region)}</td></tr>'
         )
-    total = sum(1 for root in profile.roots for _ in root.walk())
+    total = _paths(nodes)
     more = (
-        f'<tr><td colspan="4" style="text-align:left;color:#666">... {total - TREE_ROWS} more '
-        "call paths</td></tr>"
-        if total > TREE_ROWS
+        f'<tr><td colspan="4" style="text-align:left;color:#666">... and {total - len(rows)} '
+        f"more call paths (each under {TREE_SHARE:.1%} of the time, or past {TREE_ROWS})"
+        "</td></tr>"
+        if total > len(rows)
         else ""
     )
     return (
+        '<div style="max-height:28em;overflow:auto;border-top:1px solid #ddd">'
         '<table class="jumper-scorep-calltree" style="font-size:small">'
-        '<caption style="text-align:left">Call tree</caption><thead><tr>'
-        '<th style="text-align:left">call path</th><th>inclusive</th><th>exclusive</th>'
-        f"<th>visits</th></tr></thead><tbody>{''.join(rows)}{more}</tbody></table>"
+        '<caption style="text-align:left">Call tree (most inclusive time first)</caption>'
+        "<thead><tr><th>inclusive</th><th>exclusive</th><th>visits</th>"
+        f'<th style="text-align:left">call path</th></tr></thead><tbody>{"".join(rows)}{more}'
+        "</tbody>"
+        "</table></div>"
     )
 
 
-def profile_text(profile: Profile, title: str) -> str:
-    """The call tree as text, with the time per region on each line."""
+def profile_text(profile: Profile, title: str, nodes: Sequence[Node]) -> str:
+    """The call tree below ``nodes`` as text, with the time per region on each line."""
     lines = [f"{title} ({profile.path}, {profile.locations} locations)", "Call tree:"]
-    width = max((2 * d + len(n.region) for d, n in call_tree_lines(profile)), default=10)
+    shown = call_tree_lines(nodes, TEXT_ROWS)
+    width = max((2 * d + len(n.region) for d, n in shown), default=10)
     lines.append(f"  {'call path':<{width}}  {'inclusive':>10}  {'exclusive':>10}  {'visits':>9}")
-    for depth, node in call_tree_lines(profile):
+    for depth, node in shown:
         label = "  " * depth + node.region
         lines.append(
             f"  {label:<{width}}  {format_seconds(node.inclusive):>10}  "
             f"{format_seconds(node.exclusive):>10}  {node.visits:>9,}"
         )
+    if _paths(nodes) > len(shown):
+        lines.append(f"  ... and {_paths(nodes) - len(shown)} more call paths")
     return "\n".join(lines)
 
 
@@ -143,6 +169,11 @@ def trace_bundle(timeline: Timeline, title: str) -> dict[str, Any]:
     rows = len(timeline.locations)
     lanes = list(zip(timeline.row, timeline.depth, strict=True))
     span = max(timeline.duration, 1e-9)
+    # the view starts on the cells (Score-P's start and the handover come before them)
+    first = min(timeline.start, default=0.0)
+    last = max(timeline.end, default=span)
+    margin = (last - first) * 0.02
+    view = (max(0.0, first - margin), min(span, last + margin) if last > first else span)
     source = ColumnDataSource(
         {
             "left": timeline.start,
@@ -163,7 +194,7 @@ def trace_bundle(timeline: Timeline, title: str) -> dict[str, Any]:
         sizing_mode="stretch_width",
         title=f"{title}: {len(timeline):,} bars, {rows} locations",
         x_axis_label="seconds since the start of the trace",
-        x_range=Range1d(start=0, end=span, bounds=(0, span)),
+        x_range=Range1d(start=view[0], end=view[1], bounds=(0, span)),
         y_range=Range1d(start=0, end=rows + 0.05),
         tools="xpan,xwheel_zoom,xbox_zoom,reset,save",
         active_scroll="xwheel_zoom",

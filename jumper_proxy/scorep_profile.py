@@ -4,13 +4,14 @@ The reader is pycubexr (imported on first use). A :class:`Node` per call path ho
 region's name, the inclusive and exclusive time (seconds, summed over all locations: threads
 and ranks) and the visits. :func:`cell_nodes` finds the cells' regions (``__main__:cell [7]``,
 or ``user:cell [7]`` without Python instrumentation), :func:`top_regions` ranks the regions
-below them by exclusive time, and :func:`summary_text` / :func:`summary_html` show that under
-an instrumented cell.
+below them by exclusive time, :func:`focus_nodes` adds the threads the cells started, and
+:func:`summary_text` / :func:`summary_html` show that under an instrumented cell.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,17 +109,20 @@ def _node(cube: Any, cnode: Any, time: Any, visits: Any) -> Node:
     )
 
 
-def is_cell_region(name: str, regions: Sequence[str]) -> bool:
-    """Whether the profile's region ``name`` is one of the cells' ``regions``."""
-    return name.rpartition(":")[2] in regions
+#: what an instrumented cell's region is called (without its module): ``cell`` or ``cell [7]``
+CELL_REGION = re.compile(r"cell( \[\d+\])?")
+#: where Score-P puts the call trees of threads (next to the code that started them)
+THREADS = "THREADS"
 
 
-def cell_nodes(profile: Profile, regions: Sequence[str]) -> list[Node]:
-    """The call paths of the cells' regions (the outermost ones), in profile order."""
+def cell_nodes(profile: Profile, regions: Sequence[str] | None = None) -> list[Node]:
+    """The call paths of the cells' regions (the outermost ones), in profile order; without
+    ``regions``, of every region named like a cell (``cell [7]``)."""
     found: list[Node] = []
 
     def visit(node: Node) -> None:
-        if is_cell_region(node.region, regions):
+        name = node.region.rpartition(":")[2]
+        if name in regions if regions is not None else CELL_REGION.fullmatch(name):
             found.append(node)
             return
         for child in node.children:
@@ -127,6 +131,19 @@ def cell_nodes(profile: Profile, regions: Sequence[str]) -> list[Node]:
     for root in profile.roots:
         visit(root)
     return found
+
+
+def focus_nodes(profile: Profile, regions: Sequence[str] | None = None) -> list[Node]:
+    """What the user's cells measured: the cells' call paths and the threads' trees (threads
+    started by the cells; the proxy's own code starts none), or the whole profile when it
+    holds no cell (an experiment of some other program)."""
+    cells = cell_nodes(profile, regions)
+    if not cells:
+        return list(profile.roots)
+    threads = [
+        node for root in profile.roots for node in (root, *root.children) if node.region == THREADS
+    ]
+    return cells + threads
 
 
 def top_regions(nodes: Sequence[Node], limit: int | None = SUMMARY_ROWS) -> list[RegionRow]:

@@ -32,6 +32,11 @@ _EXPLANATIONS: list[tuple[re.Pattern[str], str]] = [
         "SCOREP_OVERWRITE_EXPERIMENT_DIRECTORY is false.",
     ),
     (
+        re.compile(r"Inconsistent profile\. Stop profiling: Exit event for other than current"),
+        "Score-P saw the events of several threads as one (the cell runs threads): add "
+        "--thread=pthread with %%scorep_python_binding_arguments.",
+    ),
+    (
         re.compile(r"cannot find -l(unwind|bfd)"),
         "The Score-P bindings could not link their init library: lib{0} is missing (on Debian "
         "and Ubuntu: apt-get install libunwind-dev binutils-dev).",

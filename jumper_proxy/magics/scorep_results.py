@@ -30,7 +30,7 @@ async def show_summary(ctx: MagicContext, experiment: Path, regions: list[str]) 
     except sp.ProfileError as exc:
         ctx.out.stream(f"Note: no profile summary: {exc}\n", "stderr")
         return
-    nodes = sp.cell_nodes(profile, regions)
+    nodes = sp.focus_nodes(profile, regions) if sp.cell_nodes(profile, regions) else []
     if not nodes:
         ctx.out.stream("Note: the profile holds no region of the cell.\n", "stderr")
         return

@@ -157,6 +157,28 @@ def test_an_unusable_tmpdir_does_not_stop_the_bindings(kc: BlockingKernelClient)
 
 
 @real_scorep
+def test_threads_without_thread_support_are_named(kc: BlockingKernelClient) -> None:
+    ok(
+        kc,
+        "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\ndef spin():\n    fib(22)",
+    )
+    error, _ = failed(
+        kc,
+        "%%execute_with_scorep\nimport threading\n"
+        "ts = [threading.Thread(target=spin) for _ in range(2)]\n"
+        "[t.start() for t in ts]\nspin()\n[t.join() for t in ts]",
+    )
+    assert "--thread=pthread" in error["evalue"] and one_line(error["evalue"])
+    ok(kc, "%%scorep_python_binding_arguments --thread=pthread")
+    try:
+        scorep_cell(
+            kc, "import threading\nt = threading.Thread(target=spin)\nt.start()\nspin()\nt.join()"
+        )
+    finally:
+        ok(kc, "%%scorep_python_binding_arguments")
+
+
+@real_scorep
 def test_binding_arguments_scorep_config_rejects_are_named(kc: BlockingKernelClient) -> None:
     ok(kc, "%%scorep_python_binding_arguments --thread=nonsense")
     try:

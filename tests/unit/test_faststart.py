@@ -81,6 +81,11 @@ def test_a_held_start_of_line_is_passed_on_at_the_end() -> None:
         ("The Score-P Subsystem Library at /t/x.so cannot be executed.", "at /t/x.so but cannot"),
         ("ValueError: given config ['--thread=x', '--user'] is not supported", "--thread=x"),
         ("No usable temporary directory found in ['/a', '/tmp']", "point TMPDIR"),
+        (
+            "Error: Inconsistent profile. Stop profiling: Exit event for other than current "
+            "region occurred at location 0",
+            "--thread=pthread",
+        ),
         ("Traceback: something nobody knows\n", None),
     ],
 )

@@ -19,6 +19,7 @@ from jumper_proxy.scorep_profile import (
     Profile,
     ProfileError,
     cell_nodes,
+    focus_nodes,
     read_profile,
     summary_html,
     summary_text,
@@ -58,6 +59,18 @@ def test_the_cells_regions_are_found_below_the_root() -> None:
     found = cell_nodes(PROFILE, ["cell [3]", "cell [4]"])
     assert [n.region for n in found] == ["__main__:cell [3]", "user:cell [4]"]
     assert cell_nodes(PROFILE, ["cell [9]"]) == []
+
+
+def test_the_focus_is_the_cells_and_the_threads_they_started() -> None:
+    threads = node("THREADS", 0.2, 0.0, 0, node("__main__:worker", 0.2, 0.2, 1))
+    profile = Profile(
+        PROFILE.path, [node("python3.11", 1.0, 0.4, 1, *PROFILE.roots[0].children, threads)], 2
+    )
+    focus = [n.region for n in focus_nodes(profile)]
+    assert focus == ["__main__:cell [3]", "user:cell [4]", "THREADS"]
+    assert [n.region for n in focus_nodes(profile, ["cell [4]"])] == ["user:cell [4]", "THREADS"]
+    other = Profile(PROFILE.path, [node("main", 1.0, 1.0, 1)], 1)
+    assert [n.region for n in focus_nodes(other)] == ["main"]  # not a notebook's experiment
 
 
 def test_top_regions_sum_call_paths_and_count_recursion_once() -> None:
@@ -185,7 +198,8 @@ def test_a_real_profile_reads_back(experiment: Path) -> None:
 def test_a_real_trace_reads_back_with_a_row_per_thread(experiment: Path) -> None:
     timeline = read_trace(experiment)
     assert len(timeline.locations) >= 2
-    work = [i for i, region in enumerate(timeline.region) if region == "__main__:work"]
-    assert sum(timeline.merged[i] for i in work) == 8
+    # bars of work (alone, or the first of short calls merged into one bar) on both threads
+    work = [i for i, region in enumerate(timeline.region) if region.startswith("__main__:work")]
     assert len({timeline.row[i] for i in work}) == 2
+    assert timeline.calls >= 8 and sum(timeline.merged) == timeline.calls
     assert all(timeline.start[i] < timeline.end[i] <= timeline.duration for i in work)
