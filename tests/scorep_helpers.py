@@ -4,15 +4,67 @@ the lines the proxy adds to an instrumented cell's output."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from jupyter_client.blocking import BlockingKernelClient
-from kernel_helpers import run, stdout
+from jupyter_client.manager import KernelManager, start_new_kernel
+from kernel_helpers import ok, run, stdout
 
 EXPERIMENT_LINE = "Score-P experiment directory: "
+
+
+@contextlib.contextmanager
+def started(
+    name: str, cwd: Path | None = None
+) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
+    """A proxy kernel of kernelspec ``name`` (working in ``cwd``), shut down afterwards."""
+    km, kc = start_new_kernel(
+        kernel_name=name, startup_timeout=60, **({"cwd": str(cwd)} if cwd else {})
+    )
+    try:
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=not km.is_alive())
+
+
+@contextlib.contextmanager
+def setting(kc: BlockingKernelClient, cell: str, back: str) -> Iterator[None]:
+    """``cell`` (a settings magic) for a while, then ``back``."""
+    ok(kc, cell)
+    try:
+        yield
+    finally:
+        ok(kc, back)
+
+
+def failed(
+    kc: BlockingKernelClient, code: str, timeout: float = 120
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run ``code``, which must fail: the reply's content and the IOPub messages."""
+    reply, messages = run(kc, code, timeout=timeout)
+    content: dict[str, Any] = reply["content"]
+    assert content["status"] == "error", content
+    return content, messages
+
+
+def wait_for_output(kc: BlockingKernelClient, msg_id: str, text: str, timeout: float = 60) -> None:
+    """Wait until the cell ``msg_id`` has streamed ``text``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+        if (
+            msg["parent_header"].get("msg_id") == msg_id
+            and msg["msg_type"] == "stream"
+            and text in msg["content"]["text"]
+        ):
+            return
 
 
 def experiment_of(messages: list[dict[str, Any]]) -> Path:

@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 from conftest import SCOREP_KERNEL
 from jupyter_client.blocking import BlockingKernelClient
-from jupyter_client.manager import KernelManager, start_new_kernel
 from kernel_helpers import ok, run, shell_reply, stdout, value
-from scorep_helpers import call_paths, experiment_of, profile_regions
+from scorep_helpers import call_paths, experiment_of, profile_regions, started
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real_scorep]
 
@@ -24,11 +23,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.real_scorep]
 @pytest.fixture(scope="module")
 def kc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BlockingKernelClient]:
     cwd = tmp_path_factory.mktemp("multicell-cwd")
-    km: KernelManager
-    km, client = start_new_kernel(kernel_name=SCOREP_KERNEL, startup_timeout=60, cwd=str(cwd))
-    yield client
-    client.stop_channels()
-    km.shutdown_kernel()
+    with started(SCOREP_KERNEL, cwd) as (_, client):
+        yield client
 
 
 def failed(kc: BlockingKernelClient, code: str, timeout: float = 60) -> dict[str, Any]:

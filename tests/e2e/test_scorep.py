@@ -10,21 +10,24 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import SCOREP_KERNEL
 from jupyter_client.blocking import BlockingKernelClient
-from jupyter_client.manager import KernelManager, start_new_kernel
-from kernel_helpers import ok, run, shell_reply, stdout, value
+from jupyter_client.manager import KernelManager
+from kernel_helpers import ok, shell_reply, stdout, value
 from scorep_helpers import (
     call_paths,
     experiment_of,
+    failed,
     profile_regions,
     scorep_cell,
+    setting,
     shm_segments,
+    started,
     stderr,
     trace_events,
+    wait_for_output,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real_scorep]
@@ -35,23 +38,13 @@ Kernel = tuple[KernelManager, BlockingKernelClient, Path]
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
     cwd = tmp_path_factory.mktemp("scorep-cwd")
-    km, kc = start_new_kernel(kernel_name=SCOREP_KERNEL, startup_timeout=60, cwd=str(cwd))
-    yield km, kc, cwd
-    kc.stop_channels()
-    km.shutdown_kernel()
+    with started(SCOREP_KERNEL, cwd) as (km, kc):
+        yield km, kc, cwd
 
 
 @pytest.fixture
 def kc(kernel: Kernel) -> BlockingKernelClient:
     return kernel[1]
-
-
-def failed(
-    kc: BlockingKernelClient, code: str, timeout: float = 120
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    reply, msgs = run(kc, code, timeout=timeout)
-    assert reply["content"]["status"] == "error", reply["content"]
-    return reply["content"], msgs
 
 
 SETUP = """\
@@ -207,15 +200,7 @@ def test_interrupt_stops_the_child_and_keeps_the_state(
     msg_id = kc.execute(
         "%%execute_with_scorep\nsteady = 2\nprint('started', flush=True)\nimport time\ntime.sleep(60)"
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        msg = kc.get_iopub_msg(timeout=60)
-        if (
-            msg["parent_header"].get("msg_id") == msg_id
-            and msg["msg_type"] == "stream"
-            and "started" in msg["content"]["text"]
-        ):
-            break
+    wait_for_output(kc, msg_id, "started")
     km.interrupt_kernel()
     reply = shell_reply(kc, msg_id, timeout=30)["content"]
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
@@ -234,9 +219,18 @@ def test_unserializable_objects_are_named_and_kept(kc: BlockingKernelClient) -> 
 def test_binding_arguments_and_environment_reach_the_child(
     kernel: Kernel, kc: BlockingKernelClient
 ) -> None:
-    ok(kc, "%%scorep_python_binding_arguments\n--instrumenter-type=profile --mpp=none")
-    ok(kc, "%%scorep_env\nSCOREP_ENABLE_TRACING=true\nSCOREP_EXPERIMENT_DIRECTORY=my-experiment")
-    try:
+    with (
+        setting(
+            kc,
+            "%%scorep_python_binding_arguments\n--instrumenter-type=profile --mpp=none",
+            "%%scorep_python_binding_arguments",
+        ),
+        setting(
+            kc,
+            "%%scorep_env\nSCOREP_ENABLE_TRACING=true\nSCOREP_EXPERIMENT_DIRECTORY=my-experiment",
+            "%%scorep_env\nSCOREP_ENABLE_TRACING=false\nSCOREP_EXPERIMENT_DIRECTORY=",
+        ),
+    ):
         ok(kc, "def traced():\n    return 1")
         count, msgs = scorep_cell(
             kc,
@@ -251,16 +245,16 @@ def test_binding_arguments_and_environment_reach_the_child(
         assert events[("Enter", "__main__:traced")] == 2 == events[("Leave", "__main__:traced")]
         assert events[("Enter", f"__main__:cell [{count}]")] == 1
         assert not [region for _, region in events if "_Run" in region or "runner" in region]
-    finally:
-        ok(kc, "%%scorep_python_binding_arguments")
-        ok(kc, "%%scorep_env\nSCOREP_ENABLE_TRACING=false\nSCOREP_EXPERIMENT_DIRECTORY=")
 
 
 def test_without_python_instrumentation_the_cell_is_a_user_region(
     kc: BlockingKernelClient,
 ) -> None:
-    ok(kc, "%%scorep_python_binding_arguments --noinstrumenter")
-    try:
+    with setting(
+        kc,
+        "%%scorep_python_binding_arguments --noinstrumenter",
+        "%%scorep_python_binding_arguments",
+    ):
         ok(kc, "def unseen():\n    return 2")
         count, msgs = scorep_cell(
             kc,
@@ -268,8 +262,6 @@ def test_without_python_instrumentation_the_cell_is_a_user_region(
         )
         regions = profile_regions(experiment_of(msgs))
         assert set(regions) == {"python3.11", f"user:cell [{count}]", "user:mine"}
-    finally:
-        ok(kc, "%%scorep_python_binding_arguments")
 
 
 def test_settings_magics_reject_bad_values_and_keep_the_old_ones(kc: BlockingKernelClient) -> None:

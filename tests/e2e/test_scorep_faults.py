@@ -4,23 +4,30 @@ was, and nothing of a dead proxy outlives the next one's start."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 from conftest import NO_SCOREP_CONFIG_KERNEL, SCOREP_KERNEL
 from jupyter_client.blocking import BlockingKernelClient
-from jupyter_client.manager import start_new_kernel
-from kernel_helpers import ok, proxy_process, run, stdout, value, wait_gone
-from scorep_helpers import experiment_of, scorep_cell, shm_segments, stderr
+from kernel_helpers import ok, proxy_process, stdout, value, wait_gone
+from scorep_helpers import (
+    experiment_of,
+    failed,
+    scorep_cell,
+    setting,
+    shm_segments,
+    started,
+    stderr,
+    wait_for_output,
+)
 
 pytestmark = pytest.mark.e2e
 real_scorep = pytest.mark.real_scorep
@@ -29,10 +36,8 @@ real_scorep = pytest.mark.real_scorep
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BlockingKernelClient, Path]]:
     cwd = tmp_path_factory.mktemp("faults-cwd")
-    km, kc = start_new_kernel(kernel_name=SCOREP_KERNEL, startup_timeout=60, cwd=str(cwd))
-    yield kc, cwd
-    kc.stop_channels()
-    km.shutdown_kernel()
+    with started(SCOREP_KERNEL, cwd) as (_, kc):
+        yield kc, cwd
 
 
 @pytest.fixture
@@ -40,10 +45,8 @@ def kc(kernel: tuple[BlockingKernelClient, Path]) -> BlockingKernelClient:
     return kernel[0]
 
 
-def failed(kc: BlockingKernelClient, code: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    reply, msgs = run(kc, code, timeout=120)
-    assert reply["content"]["status"] == "error", reply["content"]
-    return reply["content"], msgs
+TRACING_OFF = "%%scorep_env\nSCOREP_ENABLE_TRACING=false\nSCOREP_TOTAL_MEMORY=16000k"
+NO_ARGUMENTS = "%%scorep_python_binding_arguments"
 
 
 def one_line(text: str) -> bool:
@@ -51,41 +54,33 @@ def one_line(text: str) -> bool:
 
 
 def test_missing_scorep_is_one_clear_line(no_scorep_kernel: str) -> None:
-    km, kc = start_new_kernel(kernel_name=no_scorep_kernel, startup_timeout=60)
-    try:
+    with started(no_scorep_kernel) as (_, kc):
         ok(kc, "x = 1")
         assert value(kc, "__import__('importlib.util').util.find_spec('scorep') is None")
         error, _ = failed(kc, "%%execute_with_scorep\nx = 2")
         assert "pip install scorep" in error["evalue"] and one_line(error["evalue"])
         assert value(kc, "x") == 1
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel()
 
 
 @real_scorep
 def test_scorep_config_not_on_path_is_the_module_load_case() -> None:
-    km, kc = start_new_kernel(kernel_name=NO_SCOREP_CONFIG_KERNEL, startup_timeout=60)
-    try:
+    with started(NO_SCOREP_CONFIG_KERNEL) as (_, kc):
         ok(kc, "x = 1")
         assert value(kc, "__import__('importlib.util').util.find_spec('scorep') is not None")
         error, _ = failed(kc, "%%execute_with_scorep\nx = 2")
         assert "scorep-config is not on the kernel's PATH" in error["evalue"]
         assert "module load" in error["evalue"] and one_line(error["evalue"])
         assert value(kc, "x") == 1
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel()
 
 
 @real_scorep
 def test_trace_buffer_flushes_are_one_note(kc: BlockingKernelClient, tmp_path: Path) -> None:
-    ok(
+    with setting(
         kc,
         "%%scorep_env\nSCOREP_ENABLE_TRACING=true\nSCOREP_TOTAL_MEMORY=3M\n"
         f"SCOREP_EXPERIMENT_DIRECTORY={tmp_path / 'flush'}",
-    )
-    try:
+        f"{TRACING_OFF}\nSCOREP_EXPERIMENT_DIRECTORY=",
+    ):
         ok(kc, "def tiny():\n    pass")
         _, msgs = scorep_cell(kc, "for _ in range(200_000):\n    tiny()\nprint('done')")
         warnings = stderr(msgs)
@@ -93,15 +88,13 @@ def test_trace_buffer_flushes_are_one_note(kc: BlockingKernelClient, tmp_path: P
         notes = [line for line in warnings.splitlines() if "trace buffer" in line]
         assert len(notes) == 1 and "SCOREP_TOTAL_MEMORY (now 3M)" in notes[0]
         assert "done" in stdout(msgs)
-    finally:
-        ok(kc, "%%scorep_env\nSCOREP_ENABLE_TRACING=false\nSCOREP_TOTAL_MEMORY=16000k")
-        ok(kc, "%%scorep_env\nSCOREP_EXPERIMENT_DIRECTORY=")
 
 
 @real_scorep
 def test_running_out_of_measurement_memory_is_named(kc: BlockingKernelClient) -> None:
-    ok(kc, "%%scorep_env\nSCOREP_ENABLE_TRACING=true\nSCOREP_TOTAL_MEMORY=500K")
-    try:
+    with setting(
+        kc, "%%scorep_env\nSCOREP_ENABLE_TRACING=true\nSCOREP_TOTAL_MEMORY=500K", TRACING_OFF
+    ):
         ok(kc, "kept = 1\ndef tiny():\n    pass")
         error, _ = failed(
             kc, "%%execute_with_scorep\nkept = 2\nfor _ in range(200_000):\n    tiny()"
@@ -109,8 +102,6 @@ def test_running_out_of_measurement_memory_is_named(kc: BlockingKernelClient) ->
         assert "ran out of its measurement memory" in error["evalue"]
         assert "SCOREP_TOTAL_MEMORY" in error["evalue"] and one_line(error["evalue"])
         assert value(kc, "kept") == 1
-    finally:
-        ok(kc, "%%scorep_env\nSCOREP_ENABLE_TRACING=false\nSCOREP_TOTAL_MEMORY=16000k")
 
 
 @real_scorep
@@ -118,8 +109,8 @@ def test_a_reused_experiment_directory_is_said(
     kernel: tuple[BlockingKernelClient, Path], kc: BlockingKernelClient
 ) -> None:
     cwd = kernel[1]
-    ok(kc, "%%scorep_env\nSCOREP_EXPERIMENT_DIRECTORY=reused")
-    try:
+    back = "%%scorep_env\nSCOREP_EXPERIMENT_DIRECTORY=\nSCOREP_OVERWRITE_EXPERIMENT_DIRECTORY=true"
+    with setting(kc, "%%scorep_env\nSCOREP_EXPERIMENT_DIRECTORY=reused", back):
         _, first = scorep_cell(kc, "a = 1")
         assert experiment_of(first) == cwd / "reused" and "used before" not in stderr(first)
         _, second = scorep_cell(kc, "a = 2")
@@ -134,26 +125,19 @@ def test_a_reused_experiment_directory_is_said(
         error, _ = failed(kc, "%%execute_with_scorep\na = 3")
         assert "exists and SCOREP_OVERWRITE_EXPERIMENT_DIRECTORY is false" in error["evalue"]
         assert one_line(error["evalue"]) and value(kc, "a") == 2
-    finally:
-        ok(
-            kc,
-            "%%scorep_env\nSCOREP_EXPERIMENT_DIRECTORY=\nSCOREP_OVERWRITE_EXPERIMENT_DIRECTORY=true",
-        )
 
 
 @real_scorep
 def test_an_unusable_tmpdir_does_not_stop_the_bindings(kc: BlockingKernelClient) -> None:
     missing = "/nonexistent/jumper-tmp"
-    ok(kc, f"%%scorep_env\nTMPDIR={missing}")
-    try:
+    with setting(
+        kc, f"%%scorep_env\nTMPDIR={missing}", f"%%scorep_env\nTMPDIR={tempfile.gettempdir()}"
+    ):
         for args in ("", "--verbose"):  # the prepared start, and the bindings' own start
-            ok(kc, f"%%scorep_python_binding_arguments {args}")
-            _, msgs = scorep_cell(kc, "import os\nprint('TMPDIR', os.environ['TMPDIR'])")
+            with setting(kc, f"%%scorep_python_binding_arguments {args}", NO_ARGUMENTS):
+                _, msgs = scorep_cell(kc, "import os\nprint('TMPDIR', os.environ['TMPDIR'])")
             assert f"TMPDIR {missing}" in stdout(msgs)
             assert (experiment_of(msgs) / "profile.cubex").is_file()
-    finally:
-        ok(kc, "%%scorep_python_binding_arguments")
-        ok(kc, "%%scorep_env\nTMPDIR=" + tempfile.gettempdir())
 
 
 @real_scorep
@@ -169,24 +153,18 @@ def test_threads_without_thread_support_are_named(kc: BlockingKernelClient) -> N
         "[t.start() for t in ts]\nspin()\n[t.join() for t in ts]",
     )
     assert "--thread=pthread" in error["evalue"] and one_line(error["evalue"])
-    ok(kc, "%%scorep_python_binding_arguments --thread=pthread")
-    try:
+    with setting(kc, "%%scorep_python_binding_arguments --thread=pthread", NO_ARGUMENTS):
         scorep_cell(
             kc, "import threading\nt = threading.Thread(target=spin)\nt.start()\nspin()\nt.join()"
         )
-    finally:
-        ok(kc, "%%scorep_python_binding_arguments")
 
 
 @real_scorep
 def test_binding_arguments_scorep_config_rejects_are_named(kc: BlockingKernelClient) -> None:
-    ok(kc, "%%scorep_python_binding_arguments --thread=nonsense")
-    try:
+    with setting(kc, "%%scorep_python_binding_arguments --thread=nonsense", NO_ARGUMENTS):
         error, _ = failed(kc, "%%execute_with_scorep\nb = 1")
-        assert "scorep-config rejects the binding arguments" in error["evalue"]
-        assert "--thread=nonsense" in error["evalue"] and one_line(error["evalue"])
-    finally:
-        ok(kc, "%%scorep_python_binding_arguments")
+    assert "scorep-config rejects the binding arguments" in error["evalue"]
+    assert "--thread=nonsense" in error["evalue"] and one_line(error["evalue"])
 
 
 @pytest.fixture
@@ -214,21 +192,17 @@ def test_a_noexec_temporary_directory_is_named(noexec_tmp: Path) -> None:
 
     prefix = Path(os.environ["JUPYTER_PATH"].split(os.pathsep)[0]).parent.parent
     spec = Path(prefix, "share", "jupyter", "kernels", SCOREP_KERNEL, "kernel.json")
-    env = __import__("json").loads(spec.read_text())["env"]
+    env = json.loads(spec.read_text())["env"]
     install_kernelspec(
         prefix=str(prefix),
         name="jumper-proxy-noexec-test",
         upstream=UpstreamSpec(kernel_name="python3"),
         env={**env, "TMPDIR": str(noexec_tmp)},
     )
-    km, kc = start_new_kernel(kernel_name="jumper-proxy-noexec-test", startup_timeout=60)
-    try:
+    with started("jumper-proxy-noexec-test") as (_, kc):
         error, _ = failed(kc, "%%execute_with_scorep\nc = 1")
-        assert "cannot load it" in error["evalue"] and "TMPDIR" in error["evalue"]
-        assert one_line(error["evalue"])
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel()
+    assert "cannot load it" in error["evalue"] and "TMPDIR" in error["evalue"]
+    assert one_line(error["evalue"])
 
 
 @real_scorep
@@ -239,17 +213,14 @@ def test_the_init_library_is_prepared_once_and_reused(kc: BlockingKernelClient) 
     lib = next(line.split()[1] for line in first.splitlines() if line.startswith("LIBS"))
     assert f"LIBS {lib}" in second and "/init-" in lib and Path(lib).is_dir()
     # a setting that changes the library clears the prepared one
-    ok(kc, "%%scorep_python_binding_arguments --thread=pthread")
-    try:
+    with setting(kc, "%%scorep_python_binding_arguments --thread=pthread", NO_ARGUMENTS):
         assert not Path(lib).exists()
         third = stdout(scorep_cell(kc, show)[1])
         assert "/init-" in third and f"LIBS {lib}\n" not in third
-        # an option only the bindings' first stage knows: their own start, in the cell's dir
-        ok(kc, "%%scorep_python_binding_arguments --verbose")
+    # an option only the bindings' first stage knows: their own start, in the cell's dir
+    with setting(kc, "%%scorep_python_binding_arguments --verbose", NO_ARGUMENTS):
         _, own = scorep_cell(kc, show)
-        assert "Score-P config" in stderr(own) and "/cell-" in stdout(own)
-    finally:
-        ok(kc, "%%scorep_python_binding_arguments")
+    assert "Score-P config" in stderr(own) and "/cell-" in stdout(own)
 
 
 def _children_running(proxy: psutil.Process, needle: str) -> list[psutil.Process]:
@@ -278,23 +249,14 @@ def test_sigkill_of_the_proxy_ends_the_child_and_a_later_proxy_sweeps(
     mode: str, tmp_path: Path
 ) -> None:
     persist = tmp_path / "persist"
-    km, kc = start_new_kernel(kernel_name=SCOREP_KERNEL, startup_timeout=60, cwd=str(tmp_path))
-    try:
+    with started(SCOREP_KERNEL, tmp_path) as (km, kc):
         proxy = proxy_process(km)
         ok(kc, f"%%marshalling_settings\nMODE={mode}\nSCOREP_KERNEL_PERSISTENCE_DIR={persist}")
         ok(kc, "import numpy as np\nbig = np.ones(4 << 20)")
         msg_id = kc.execute(
             "%%execute_with_scorep\nprint('started', flush=True)\nimport time\ntime.sleep(120)"
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            msg = kc.get_iopub_msg(timeout=60)
-            if (
-                msg["parent_header"].get("msg_id") == msg_id
-                and msg["msg_type"] == "stream"
-                and "started" in msg["content"]["text"]
-            ):
-                break
+        wait_for_output(kc, msg_id, "started")
         children = _children_running(proxy, "runner.py")
         assert len(children) == 1
         left = _owned(proxy.pid, persist)
@@ -302,18 +264,11 @@ def test_sigkill_of_the_proxy_ends_the_child_and_a_later_proxy_sweeps(
         assert kinds == ({"scorep", "shm"} if mode == "memory" else {"scorep", "handover"})
         os.kill(proxy.pid, signal.SIGKILL)
         assert wait_gone([children[0].pid]) == []  # the child did not outlive the proxy
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
     assert all(p.exists() for p in left)  # a proxy killed outright cannot clean up
 
-    km, kc = start_new_kernel(kernel_name=SCOREP_KERNEL, startup_timeout=60, cwd=str(tmp_path))
-    try:
+    with started(SCOREP_KERNEL, tmp_path) as (_, kc):
         assert [p for p in left if not p.is_relative_to(persist) and p.exists()] == []
         ok(kc, f"%%marshalling_settings\nMODE=disk\nSCOREP_KERNEL_PERSISTENCE_DIR={persist}")
         scorep_cell(kc, "after = 1")
         assert [p for p in left if p.exists()] == []
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel()
     shutil.rmtree(persist, ignore_errors=True)

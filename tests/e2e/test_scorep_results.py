@@ -5,17 +5,18 @@ what is missing and which Score-P variable turns it on."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import scorep_helpers as helpers
 from conftest import SCOREP_KERNEL
 from jupyter_client.blocking import BlockingKernelClient
-from jupyter_client.manager import KernelManager, start_new_kernel
-from kernel_helpers import ok, run
-from scorep_helpers import displays, experiment_of, scorep_cell, trace_events
+from kernel_helpers import ok
+from scorep_helpers import displays, experiment_of, scorep_cell, setting, started, trace_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real_scorep]
 
@@ -23,11 +24,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.real_scorep]
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BlockingKernelClient, Path]]:
     cwd = tmp_path_factory.mktemp("results-cwd")
-    km: KernelManager
-    km, kc = start_new_kernel(kernel_name=SCOREP_KERNEL, startup_timeout=60, cwd=str(cwd))
-    yield kc, cwd
-    kc.stop_channels()
-    km.shutdown_kernel()
+    with started(SCOREP_KERNEL, cwd) as (_, kc):
+        yield kc, cwd
 
 
 @pytest.fixture
@@ -36,10 +34,16 @@ def kc(kernel: tuple[BlockingKernelClient, Path]) -> BlockingKernelClient:
 
 
 def failed(kc: BlockingKernelClient, code: str) -> dict[str, Any]:
-    reply, _ = run(kc, code, timeout=120)
-    content: dict[str, Any] = reply["content"]
-    assert content["status"] == "error", content
-    return content
+    return helpers.failed(kc, code)[0]
+
+
+def tracing(kc: BlockingKernelClient, experiment: Path) -> contextlib.AbstractContextManager[None]:
+    """Tracing on, into ``experiment``, for a while."""
+    return setting(
+        kc,
+        f"%%scorep_env\nSCOREP_ENABLE_TRACING=true\nSCOREP_EXPERIMENT_DIRECTORY={experiment}",
+        "%%scorep_env\nSCOREP_ENABLE_TRACING=false\nSCOREP_EXPERIMENT_DIRECTORY=",
+    )
 
 
 def graph(messages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -91,11 +95,7 @@ def test_the_profile_of_a_named_directory(kernel: tuple[BlockingKernelClient, Pa
 
 
 def test_the_trace_is_a_timeline(kc: BlockingKernelClient, tmp_path: Path) -> None:
-    ok(
-        kc,
-        f"%%scorep_env\nSCOREP_ENABLE_TRACING=true\nSCOREP_EXPERIMENT_DIRECTORY={tmp_path / 't'}",
-    )
-    try:
+    with tracing(kc, tmp_path / "t"):
         ok(kc, "import time\ndef nap():\n    time.sleep(0.01)")
         count, msgs = scorep_cell(kc, "for _ in range(4):\n    nap()")
         assert trace_events(experiment_of(msgs))[("Enter", "__main__:nap")] == 4
@@ -105,34 +105,27 @@ def test_the_trace_is_a_timeline(kc: BlockingKernelClient, tmp_path: Path) -> No
         assert "__main__:nap" in text and f"cell [{count}]" in text
         items = data["text/html"].split("embed_item(", 1)[1]
         assert items.count("__main__:nap") >= 1  # the bars' regions are in the embedded data
-    finally:
-        ok(kc, "%%scorep_env\nSCOREP_ENABLE_TRACING=false\nSCOREP_EXPERIMENT_DIRECTORY=")
 
 
 def test_a_large_trace_is_reduced_and_says_how(kc: BlockingKernelClient, tmp_path: Path) -> None:
-    ok(
-        kc,
-        f"%%scorep_env\nSCOREP_ENABLE_TRACING=true\nSCOREP_EXPERIMENT_DIRECTORY={tmp_path / 'big'}",
-    )
-    try:
+    with tracing(kc, tmp_path / "big"):
         ok(kc, "def tick():\n    pass\ndef tock():\n    pass")
         scorep_cell(kc, "for _ in range(100_000):\n    tick()\n    tock()")
         data = graph(ok(kc, "%%display_scorep_trace"))
         assert "were merged with their neighbours" in data["text/plain"]
         size = len(json.dumps(data))
         assert size < 4_000_000, size
-    finally:
-        ok(kc, "%%scorep_env\nSCOREP_ENABLE_TRACING=false\nSCOREP_EXPERIMENT_DIRECTORY=")
 
 
 def test_missing_profile_and_trace_name_the_variable(kc: BlockingKernelClient) -> None:
-    ok(kc, "%%scorep_env\nSCOREP_ENABLE_PROFILING=false")
-    try:
+    with setting(
+        kc,
+        "%%scorep_env\nSCOREP_ENABLE_PROFILING=false",
+        "%%scorep_env\nSCOREP_ENABLE_PROFILING=true",
+    ):
         _, msgs = scorep_cell(kc, "unprofiled = 1")
         assert displays(msgs) == []  # no summary, and no complaint: profiling is off
         error = failed(kc, "%%display_scorep_profile")
         assert "SCOREP_ENABLE_PROFILING" in error["evalue"]
-    finally:
-        ok(kc, "%%scorep_env\nSCOREP_ENABLE_PROFILING=true")
     error = failed(kc, "%%display_scorep_trace")
     assert "SCOREP_ENABLE_TRACING" in error["evalue"] and "No trace" in error["evalue"]

@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 from conftest import SCOREP_KERNEL, scorep_bin
 from jupyter_client.blocking import BlockingKernelClient
-from jupyter_client.manager import KernelManager, start_new_kernel
 from kernel_helpers import ok, run, stdout, value
-from scorep_helpers import profile_regions
+from scorep_helpers import profile_regions, started
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real_scorep]
 
@@ -28,11 +27,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.real_scorep]
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BlockingKernelClient, Path]]:
     cwd = tmp_path_factory.mktemp("writefile-cwd")
-    km: KernelManager
-    km, kc = start_new_kernel(kernel_name=SCOREP_KERNEL, startup_timeout=60, cwd=str(cwd))
-    yield kc, cwd
-    kc.stop_channels()
-    km.shutdown_kernel()
+    with started(SCOREP_KERNEL, cwd) as (_, kc):
+        yield kc, cwd
 
 
 @pytest.fixture
