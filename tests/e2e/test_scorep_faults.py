@@ -264,7 +264,8 @@ def test_sigkill_of_the_proxy_ends_the_child_and_a_later_proxy_sweeps(
         assert kinds == ({"scorep", "shm"} if mode == "memory" else {"scorep", "handover"})
         os.kill(proxy.pid, signal.SIGKILL)
         assert wait_gone([children[0].pid]) == []  # the child did not outlive the proxy
-    assert all(p.exists() for p in left)  # a proxy killed outright cannot clean up
+    # a proxy killed outright cannot clean up; what it left carries its pid (checked above),
+    # so the next proxy of this user recognises it (any proxy of the user may be the first)
 
     with started(SCOREP_KERNEL, tmp_path) as (_, kc):
         assert [p for p in left if not p.is_relative_to(persist) and p.exists()] == []
