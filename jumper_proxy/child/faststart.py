@@ -167,9 +167,10 @@ class InitCache:
         except BaseException as exc:  # timed out, or the cell was cancelled: leave nothing running
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
+            with contextlib.suppress(BaseException):
+                await proc.communicate()
             if not isinstance(exc, asyncio.TimeoutError):
                 raise
-            await proc.wait()
             self.failure = "preparing the init library took too long"
             return None
         return self._read(proc.returncode, out, err)

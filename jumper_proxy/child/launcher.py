@@ -68,6 +68,8 @@ SCOREP_CONFIG_HINT = (
     "`jumper-proxy install --env PATH=/path/to/scorep/bin:$PATH`."
 )
 
+#: how long the kernel's Python may take to say where the bindings are
+PROBE_TIMEOUT = 60.0
 #: prctl(2) option: the signal a process gets when its parent dies
 _PR_SET_PDEATHSIG = 1
 #: how long the output of an ended child may take to drain before its group is killed
@@ -153,7 +155,19 @@ async def probe_bindings(python: str, env: Mapping[str, str], cwd: Path) -> Bind
         )
     except OSError as exc:
         raise ChildError(f"Cannot run the kernel's Python {python}: {exc.strerror}") from exc
-    out, _ = await proc.communicate()
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT)
+    except BaseException as exc:  # timed out, or the cell was cancelled: leave nothing running
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        with contextlib.suppress(BaseException):
+            await proc.communicate()
+        if isinstance(exc, asyncio.TimeoutError):
+            raise ChildError(
+                f"The kernel's Python {python} did not say within {PROBE_TIMEOUT:.0f} s whether "
+                "it can import the Score-P bindings (a hung file system?)."
+            ) from None
+        raise
     try:
         found = json.loads(out)
         return BindingsProbe(found["python"], found["bindings"], found["scorep_config"])

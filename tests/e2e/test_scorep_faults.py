@@ -168,21 +168,23 @@ def test_binding_arguments_scorep_config_rejects_are_named(kc: BlockingKernelCli
 
 
 @pytest.fixture
-def noexec_tmp(tmp_path: Path) -> Iterator[Path]:
-    """A tmpfs mounted noexec (needs root and a kernel that lets us mount)."""
-    where = tmp_path / "noexec"
-    where.mkdir()
+def noexec_tmp() -> Iterator[Path]:
+    """A tmpfs mounted noexec (needs root and a kernel that lets us mount), at a short path:
+    the proxy's sockets go there too, and a socket's path has at most 107 bytes."""
+    where = Path(tempfile.mkdtemp(prefix="jpnx-", dir="/tmp"))
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "noexec,size=64m", "tmpfs", str(where)],
         capture_output=True,
         text=True,
     )
     if done.returncode != 0:
+        where.rmdir()
         pytest.skip(f"cannot mount a noexec tmpfs here: {done.stderr.strip()}")
     try:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+        where.rmdir()
 
 
 @real_scorep

@@ -278,6 +278,19 @@ def test_probe_finds_the_bindings_and_scorep_config(tmp_path: Path) -> None:
     assert missing.scorep_config is None
 
 
+def test_a_probe_that_does_not_answer_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jumper_proxy.child import launcher
+
+    hung = tmp_path / "python"
+    hung.write_text("#!/bin/sh\nexec sleep 60\n")
+    hung.chmod(0o755)
+    monkeypatch.setattr(launcher, "PROBE_TIMEOUT", 0.3)
+    with pytest.raises(ChildError, match="did not say within 0 s"):
+        asyncio.run(probe_bindings(str(hung), dict(os.environ), tmp_path))
+
+
 def test_the_child_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     """SIGKILL of the starting process (the proxy) ends the child at once: no orphan."""
     pid_file = tmp_path / "pid"
