@@ -19,7 +19,6 @@ gone, a preparation that failed. A change of the Score-P settings clears the cac
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import os
@@ -30,7 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jumper_proxy.child import workspace
-from jumper_proxy.child.launcher import BindingsProbe, die_with_proxy, probe_bindings
+from jumper_proxy.child.launcher import (
+    BindingsProbe,
+    communicate,
+    die_with_proxy,
+    probe_bindings,
+)
 
 #: options the bindings handle in their second stage; any other option goes to scorep-config
 _SECOND_STAGE = ("--nopython", "--noinstrumenter", "--instrumenter-type=", "--instrumenter-file=")
@@ -162,18 +166,11 @@ class InitCache:
         except OSError as exc:
             self.failure = str(exc)
             return None
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), _PREPARE_TIMEOUT)
-        except BaseException as exc:  # timed out, or the cell was cancelled: leave nothing running
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            with contextlib.suppress(BaseException):
-                await proc.communicate()
-            if not isinstance(exc, asyncio.TimeoutError):
-                raise
+        answer = await communicate(proc, _PREPARE_TIMEOUT)
+        if answer is None:
             self.failure = "preparing the init library took too long"
             return None
-        return self._read(proc.returncode, out, err)
+        return self._read(proc.returncode, *answer)
 
     def _read(self, returncode: int | None, out: bytes, err: bytes) -> Prepared | None:
         try:

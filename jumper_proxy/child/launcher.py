@@ -155,19 +155,13 @@ async def probe_bindings(python: str, env: Mapping[str, str], cwd: Path) -> Bind
         )
     except OSError as exc:
         raise ChildError(f"Cannot run the kernel's Python {python}: {exc.strerror}") from exc
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT)
-    except BaseException as exc:  # timed out, or the cell was cancelled: leave nothing running
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        with contextlib.suppress(BaseException):
-            await proc.communicate()
-        if isinstance(exc, asyncio.TimeoutError):
-            raise ChildError(
-                f"The kernel's Python {python} did not say within {PROBE_TIMEOUT:.0f} s whether "
-                "it can import the Score-P bindings (a hung file system?)."
-            ) from None
-        raise
+    answer = await communicate(proc, PROBE_TIMEOUT)
+    if answer is None:
+        raise ChildError(
+            f"The kernel's Python {python} did not say within {PROBE_TIMEOUT:.0f} s whether "
+            "it can import the Score-P bindings (a hung file system?)."
+        )
+    out = answer[0]
     try:
         found = json.loads(out)
         return BindingsProbe(found["python"], found["bindings"], found["scorep_config"])
@@ -175,6 +169,24 @@ async def probe_bindings(python: str, env: Mapping[str, str], cwd: Path) -> Bind
         raise ChildError(
             f"The kernel's Python {python} cannot run a script (exit code {proc.returncode})."
         ) from None
+
+
+async def communicate(
+    proc: asyncio.subprocess.Process, timeout: float
+) -> tuple[bytes, bytes] | None:
+    """``proc``'s output once it has ended, or ``None`` when it did not end within ``timeout``
+    seconds; then, as when the caller is cancelled, it is killed (nothing is left running)."""
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except BaseException as exc:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        with contextlib.suppress(BaseException):
+            await proc.communicate()
+        if isinstance(exc, asyncio.TimeoutError):
+            return None
+        raise
+    return out or b"", err or b""
 
 
 def die_with_proxy(proxy: int | None = None) -> None:  # pragma: no cover - runs in the child

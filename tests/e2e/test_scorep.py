@@ -8,14 +8,14 @@ read back with the real readers: pycubexr for ``profile.cubex``, the OTF2 bindin
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import SCOREP_KERNEL
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager
-from kernel_helpers import ok, shell_reply, stdout, value
+from kernel_helpers import ok, proxy_process, shell_reply, stdout, value
 from scorep_helpers import (
     call_paths,
     experiment_of,
@@ -47,6 +47,13 @@ def kc(kernel: Kernel) -> BlockingKernelClient:
     return kernel[1]
 
 
+@pytest.fixture
+def segments(kernel: Kernel) -> Callable[[], set[str]]:
+    """The handover segments of this kernel's proxy (other proxies on the machine have theirs)."""
+    pid = proxy_process(kernel[0]).pid
+    return lambda: shm_segments(pid)
+
+
 SETUP = """\
 import numpy as np
 import collections as coll
@@ -72,9 +79,9 @@ print("in the child:", counter, created, float(data.sum()) < 0 or data[0])
 """
 
 
-def test_state_round_trip(kc: BlockingKernelClient) -> None:
+def test_state_round_trip(kc: BlockingKernelClient, segments: Callable[[], set[str]]) -> None:
     ok(kc, SETUP)
-    before = shm_segments()
+    before = segments()
     _, msgs = scorep_cell(kc, SCOREP_CELL)
     assert "in the child: 2 4" in stdout(msgs)
     assert value(kc, "[counter, created, 'doomed' in globals(), data[:4].tolist()]") == [
@@ -91,7 +98,7 @@ def test_state_round_trip(kc: BlockingKernelClient) -> None:
     ]
     assert value(kc, "[coll.__name__, np.__name__, tally['a']]") == ["collections", "numpy", 2]
     assert value(kc, "double(21)") == 42
-    assert shm_segments() <= before
+    assert segments() <= before
 
 
 def test_the_profile_holds_the_cell_as_a_region_with_its_functions(
@@ -134,7 +141,11 @@ def test_the_top_regions_follow_the_cell(kc: BlockingKernelClient) -> None:
 @pytest.mark.parametrize("marshaller", ["dill", "cloudpickle"])
 @pytest.mark.parametrize("mode", ["memory", "disk"])
 def test_a_failing_child_leaves_the_state_untouched(
-    kc: BlockingKernelClient, marshaller: str, mode: str, tmp_path: Path
+    kc: BlockingKernelClient,
+    marshaller: str,
+    mode: str,
+    tmp_path: Path,
+    segments: Callable[[], set[str]],
 ) -> None:
     ok(
         kc,
@@ -142,7 +153,7 @@ def test_a_failing_child_leaves_the_state_untouched(
     )
     try:
         ok(kc, "fragile = [1, 2, 3]\nkeep = 'kept'")
-        before = shm_segments()
+        before = segments()
         error, msgs = failed(
             kc,
             "%%execute_with_scorep\nfragile.append(4)\nkeep = 'changed'\nnew_name = 1\nraise ValueError('boom in the child')",
@@ -151,7 +162,7 @@ def test_a_failing_child_leaves_the_state_untouched(
         assert error["evalue"] == "boom in the child"
         assert any("raise ValueError" in line for line in error["traceback"])
         assert value(kc, "[fragile, keep, 'new_name' in globals()]") == [[1, 2, 3], "kept", False]
-        assert shm_segments() <= before
+        assert segments() <= before
         assert list(tmp_path.iterdir()) == []
         assert experiment_of(msgs).is_dir()  # Score-P wrote the failed cell's measurement
     finally:
@@ -161,16 +172,18 @@ def test_a_failing_child_leaves_the_state_untouched(
         )
 
 
-def test_a_child_killed_by_a_signal_is_named_and_changes_nothing(kc: BlockingKernelClient) -> None:
+def test_a_child_killed_by_a_signal_is_named_and_changes_nothing(
+    kc: BlockingKernelClient, segments: Callable[[], set[str]]
+) -> None:
     ok(kc, "survivor = 'here'")
-    before = shm_segments()
+    before = segments()
     error, _ = failed(
         kc,
         "%%execute_with_scorep\nsurvivor = 'gone'\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
     )
     assert "SIGKILL" in error["evalue"]
     assert value(kc, "survivor") == "here"
-    assert shm_segments() <= before
+    assert segments() <= before
 
 
 def test_output_streams_before_the_cell_ends(kc: BlockingKernelClient) -> None:
@@ -192,11 +205,11 @@ def test_output_streams_before_the_cell_ends(kc: BlockingKernelClient) -> None:
 
 
 def test_interrupt_stops_the_child_and_keeps_the_state(
-    kernel: Kernel, kc: BlockingKernelClient
+    kernel: Kernel, kc: BlockingKernelClient, segments: Callable[[], set[str]]
 ) -> None:
     km = kernel[0]
     ok(kc, "steady = 1")
-    before = shm_segments()
+    before = segments()
     msg_id = kc.execute(
         "%%execute_with_scorep\nsteady = 2\nprint('started', flush=True)\nimport time\ntime.sleep(60)"
     )
@@ -205,7 +218,7 @@ def test_interrupt_stops_the_child_and_keeps_the_state(
     reply = shell_reply(kc, msg_id, timeout=30)["content"]
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
     assert value(kc, "steady") == 1
-    assert shm_segments() <= before
+    assert segments() <= before
 
 
 def test_unserializable_objects_are_named_and_kept(kc: BlockingKernelClient) -> None:
