@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck bench bench-peers clean
+.PHONY: install scorep demo test lint typecheck bench bench-peers clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,16 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# Real Score-P for the tests and benchmarks: from ../shared/scorep when /opt/scorep lacks it,
+# and the Score-P Python bindings built into .venv. Without ../shared and /opt/scorep the
+# real-Score-P tests are skipped and the test summary says why.
+scorep: $(STAMP)
+	bash .ci/install-scorep.sh $(BIN)/python
+
 demo: $(STAMP)
 	$(BIN)/jumper-proxy run examples/demo.ipynb -o examples/demo.out.ipynb
 
-test: lint typecheck
+test: lint typecheck scorep
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -30,7 +36,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 
-bench: $(STAMP)
+bench: $(STAMP) scorep
 	cd benchmarks && ../$(BIN)/python run.py
 
 # optional, about fifteen minutes: the peers from PyPI, each in a venv of its own under benchmarks/

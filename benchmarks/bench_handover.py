@@ -144,9 +144,11 @@ def print_table(results: dict[str, Any]) -> None:
 
 
 def stand_in_env() -> dict[str, str]:
-    """This process's environment with the stand-in scorep first on the path."""
+    """This process's environment with the stand-in scorep (and its FAKE scorep-config) first
+    on the paths."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(FAKE_SCOREP), env.get("PYTHONPATH")) if p)
+    env["PATH"] = os.pathsep.join(p for p in (str(FAKE_SCOREP / "bin"), env.get("PATH")) if p)
     return env
 
 

@@ -18,8 +18,10 @@ kernel that misses one is noted and restarted, and the run goes on):
    all five (``peers_cells.py``; JUmPER takes part in every ``--jumper-every``-th ``pass``
    round only: each of its cells takes about a second);
 2. start to the first ``kernel_info_reply`` and to the first cell's reply, fresh kernels;
-3. Score-P cells through the proxy and JUmPER with the stand-in ``scorep`` of
-   ``tests/fake_scorep`` on their ``PYTHONPATH``: the empty cell and a cell that changes a
+3. Score-P cells through the proxy and JUmPER with real Score-P (Score-P's ``bin`` first on
+   their ``PATH``, the bindings built into both environments; without a Score-P installation,
+   with the stand-in ``scorep`` of ``tests/fake_scorep`` on their ``PYTHONPATH`` and a
+   placeholder ``scorep`` command, see below): the empty cell and a cell that changes a
    100 MiB / 1 GiB numpy array (``a[0] = a[0] + 1``, which both kernels hand in and back), for
    dill and cloudpickle in memory and disk mode; afterwards each kernel must hold the expected
    ``a[0]``. JUmPER refuses every Score-P magic unless a ``scorep`` executable (Score-P's own
@@ -56,6 +58,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench_scorep import scorep_path
 from bench_startup import measure_starts
 from figures import table
 from guarded import GuardedKernel
@@ -148,13 +151,36 @@ def placeholder_scorep(work: Path) -> Path:
     return bin_dir
 
 
-def jumper_env(warnings: bool = True, placeholder: Path | None = None) -> dict[str, str]:
+def scorep_env(placeholder: Path | None = None) -> dict[str, str]:
+    """What a kernel needs to run Score-P cells: real Score-P's ``bin`` first on ``PATH``, or
+    (without Score-P) the stand-in on ``PYTHONPATH`` and the ``placeholder`` directory (JUmPER
+    looks for a ``scorep`` command) first on ``PATH``."""
+    real = scorep_path()
+    if real is not None:
+        return {"PATH": real}
     env = {"PYTHONPATH": os.pathsep.join(p for p in (str(FAKE_SCOREP), _pythonpath()) if p)}
-    if warnings:
-        env["PYTHONWARNINGS"] = JUMPER_WARNINGS
     if placeholder is not None:
         env["PATH"] = os.pathsep.join((str(placeholder), os.environ.get("PATH", "")))
     return env
+
+
+def jumper_env(warnings: bool = True, placeholder: Path | None = None) -> dict[str, str]:
+    env = scorep_env(placeholder)
+    if warnings:
+        env["PYTHONWARNINGS"] = JUMPER_WARNINGS
+    return env
+
+
+def ensure_jumper() -> str:
+    """JUmPER's environment (with the Score-P bindings built into it where Score-P is
+    installed); the installed jumper-kernel version."""
+    version = JUMPER.ensure()["jumper-kernel"]
+    real = scorep_path()
+    if real is not None and not JUMPER.installed("scorep"):
+        print("building the Score-P bindings into JUmPER's environment ...", flush=True)
+        pip = [str(JUMPER.python), "-m", "pip", "install", "--quiet", "scorep"]
+        subprocess.run(pip, check=True, env={**os.environ, "PATH": real})
+    return version
 
 
 def _pythonpath() -> str:
@@ -214,9 +240,11 @@ def ok(kc: BlockingKernelClient, code: str) -> tuple[float, str]:
 
 
 def jumper_checks(cwd: Path) -> dict[str, Any]:
-    """JUmPER with the stand-in on PYTHONPATH, without the warnings filter and without a
-    ``scorep`` command: what its Score-P cell and a 1 s cell do."""
-    with started(JUMPER_KERNEL, cwd, jumper_env(warnings=False)) as (_km, kc):
+    """JUmPER without the warnings filter and without a ``scorep`` command on PATH (the
+    bindings importable: installed, or the stand-in): what its Score-P cell and a 1 s cell
+    do."""
+    without = {"PYTHONPATH": os.pathsep.join(p for p in (str(FAKE_SCOREP), _pythonpath()) if p)}
+    with started(JUMPER_KERNEL, cwd, without) as (_km, kc):
         seconds, reply, text = run_cell(kc, SCOREP_EMPTY, timeout=30)
         scorep = {
             "reply": reply["content"]["status"] if reply else None,
@@ -345,8 +373,12 @@ def _row(
 
 
 def experiment_dirs(cwd: Path) -> int:
-    """Experiment directories the stand-in wrote (one per Score-P cell it ran)."""
-    return sum(1 for d in cwd.glob("scorep-*") if (d / "fake_scorep.json").exists())
+    """Experiment directories Score-P (or the stand-in) wrote, one per Score-P cell it ran."""
+    return sum(
+        1
+        for d in cwd.glob("scorep-*")
+        if (d / "profile.cubex").exists() or (d / "fake_scorep.json").exists()
+    )
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -367,25 +399,28 @@ def main() -> None:
 
     # on SIGTERM too, leave through the context managers that shut the kernels down
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
-    version = JUMPER.ensure()["jumper-kernel"]
+    version = ensure_jumper()
     started_at = time.perf_counter()
+    real = scorep_path() is not None
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": machine(),
+        "real_scorep": real,
         "jumper": {
             "package": f"jumper-kernel=={version}",
             "venv": str(PEERS_VENV.relative_to(ROOT)),
-            "env": {
+            "env": {"PYTHONWARNINGS": JUMPER_WARNINGS, "PATH": "Score-P's bin first"}
+            if real
+            else {
                 "PYTHONWARNINGS": JUMPER_WARNINGS,
                 "PYTHONPATH": "tests/fake_scorep",
                 "PATH": "a placeholder scorep command first (checked: never run)",
             },
         },
     }
-    stand_in = {"PYTHONPATH": os.pathsep.join(p for p in (str(FAKE_SCOREP), _pythonpath()) if p)}
     with (
         tempfile.TemporaryDirectory(prefix="jumper-peers-") as tmp,
-        proxy_kernelspec(env=stand_in) as proxy_name,
+        proxy_kernelspec(env=scorep_env()) as proxy_name,
         jumper_kernelspec(Path(tmp)) as spec,
         peer_kernelspecs(Path(tmp)) as peers,
     ):
@@ -409,7 +444,8 @@ def main() -> None:
                 for label, (name, env) in specs.items()
             }
             results["cells"] = cell_benchmarks(kernels, args.quick, rounds, args.jumper_every)
-            print("Score-P cells (stand-in scorep) ...", flush=True)
+            kind = "real Score-P" if real else "stand-in scorep"
+            print(f"Score-P cells ({kind}) ...", flush=True)
             scorep_kernels = {n: (kernels[n].km, kernels[n].client()) for n in ("proxy", "jumper")}
             results["scorep"] = run_scorep(scorep_kernels, sizes, scorep_runs, work)
             results["checks"] = new_user_checks(kernels)
@@ -510,7 +546,12 @@ def print_report(results: dict[str, Any]) -> None:
         print(f"JUmPER's Score-P cell without a scorep command: {refused['output']!r}")
     scorep = results["scorep"]
     has_jumper = not scorep["jumper_failure"]
-    if has_jumper:
+    if has_jumper and results.get("real_scorep"):
+        print(
+            "\nThe Score-P cells ran real Score-P; experiment directories written: "
+            f"{scorep['experiment_dirs']}, Score-P cells run: {scorep['cells_run']}"
+        )
+    elif has_jumper:
         print(
             "\nJUmPER's Score-P cells ran with the stand-in scorep and a placeholder scorep command"
             f" (run by anything: {scorep['placeholder_scorep_was_run']}); experiment directories"

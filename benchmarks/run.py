@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,39 +22,21 @@ from bench_handover import print_table as print_handover
 from bench_handover import stand_in_env
 from bench_monitor import monitor_benchmarks
 from bench_relay import relay_benchmarks
+from bench_scorep import bench as scorep_startup
+from bench_scorep import print_table as print_scorep_startup
 from bench_startup import print_startup, startup_benchmarks
-from kernels import Kernel, execute, kernel, machine, median, proxy_kernelspec
+from kernels import Kernel, execute, kernel, machine, proxy_kernelspec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 GROUPS = ("relay", "monitor", "scorep", "memory", "startup")
 
 
 def scorep_benchmarks(quick: bool) -> dict[str, Any]:
-    """Score-P cells through the proxy (stand-in scorep), and the handover in detail."""
-    env = stand_in_env()
-    results: dict[str, Any] = {}
-    with (
-        tempfile.TemporaryDirectory() as cwd,  # where Score-P writes its experiments
-        proxy_kernelspec(env={"PYTHONPATH": env["PYTHONPATH"]}) as name,
-        kernel(name, cwd=cwd) as proxy,
-    ):
-        kc = proxy[1]
-        runs = 3 if quick else 7
-        empty = [execute(kc, "%%execute_with_scorep\npass")[0] for _ in range(runs + 1)][1:]
-        results["empty Score-P cell through the proxy"] = {"seconds": median(empty), "runs": runs}
-        for size_mib in (100, 1024):
-            execute(kc, f"import numpy as np\na = np.ones({size_mib} * 1024 * 1024 // 8)")
-            touch = [execute(kc, "%%execute_with_scorep\na[0] += 1")[0] for _ in range(runs + 1)][
-                1:
-            ]
-            results[f"{size_mib} MiB array cell through the proxy"] = {
-                "seconds": median(touch),
-                "added_s": median(touch) - median(empty),
-                "runs": runs,
-            }
-            execute(kc, "del a")
+    """Instrumented cells with real Score-P beside plain ``python -m scorep`` (bench_scorep),
+    and the handover in detail (in-process, the stand-in scorep)."""
+    results: dict[str, Any] = {"startup": scorep_startup(quick)}
     sizes = [100 << 20] if quick else [100 << 20, 1 << 30]
-    results["handover"] = asyncio.run(handover_bench(sizes, 1 if quick else 3, env))
+    results["handover"] = asyncio.run(handover_bench(sizes, 1 if quick else 3, stand_in_env()))
     return results
 
 
@@ -144,12 +125,7 @@ def print_report(results: dict[str, Any]) -> None:
         )
     if "scorep" in results:
         print()
-        for name, row in results["scorep"].items():
-            if name != "handover":
-                extra = (
-                    f" (+{row['added_s']:.3f} s over the empty cell)" if "added_s" in row else ""
-                )
-                print(f"{name:<40} {row['seconds']:.3f} s{extra}")
+        print_scorep_startup(results["scorep"]["startup"])
         print()
         print_handover(results["scorep"]["handover"])
 

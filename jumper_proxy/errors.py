@@ -75,7 +75,8 @@ class ChildError(JumperError):
 
 class ScorepNotFound(ChildError):
     """The ``scorep`` module (the Score-P Python bindings) is not importable by the kernel's
-    Python; the message says how to install it."""
+    Python, or Score-P itself (``scorep-config``) is not on its PATH; the message says what to
+    install or load."""
 
 
 class HandoverError(ChildError):

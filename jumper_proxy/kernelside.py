@@ -30,6 +30,11 @@ def environment(names: Sequence[str]) -> Snippet:
     return "", {name: f"__import__('os').environ.get({name!r})" for name in names}
 
 
+def working_directory() -> Snippet:
+    """The kernel's working directory as ``cwd``."""
+    return "", {"cwd": "__import__('os').getcwd()"}
+
+
 def interpreter() -> Snippet:
     """The kernel's Python (``sys.executable``) as ``python``."""
     return "", {"python": "__import__('sys').executable"}
@@ -93,5 +98,6 @@ __all__ = [
     "environment",
     "interpreter",
     "next_execution_count",
+    "working_directory",
     "write_files",
 ]

@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import ctypes
+import functools
+import json
 import os
 import signal
 import subprocess
@@ -24,24 +27,67 @@ from typing import Any
 
 from jumper_proxy.errors import ChildError, describe_exit
 
-#: removed from the kernel's environment: the bindings set them up themselves on start
-STRIPPED_ENV = ("LD_PRELOAD", "SCOREP_PYTHON_BINDINGS_INITIALISED")
-
-#: Python code that exits 0 when the Score-P bindings are importable (a real package, not a
-#: stray ``scorep`` directory taken for a namespace package), 3 otherwise
-SCOREP_CHECK_CODE = (
-    "import importlib.util, sys\n"
-    "spec = importlib.util.find_spec('scorep')\n"
-    "sys.exit(0 if spec is not None and spec.origin is not None else 3)\n"
+#: removed from the kernel's environment: the bindings set them up themselves on start (and
+#: remove the directory ``SCOREP_PYTHON_BINDINGS_TEMP_DIR`` names when they end)
+STRIPPED_ENV = (
+    "LD_PRELOAD",
+    "SCOREP_PYTHON_BINDINGS_INITIALISED",
+    "SCOREP_LD_PRELOAD_BACKUP",
+    "SCOREP_PYTHON_BINDINGS_TEMP_DIR",
 )
+
+#: run by the kernel's Python: where the Score-P bindings and ``scorep-config`` are (JSON). A
+#: stray ``scorep`` directory, taken for a namespace package, is not the bindings.
+PROBE_CODE = """\
+import importlib.util, json, os, shutil, sys
+def stamp(path):
+    if not path:
+        return None
+    real = os.path.realpath(path)
+    try:
+        info = os.stat(real)
+    except OSError:
+        return real
+    return "%s:%d:%d" % (real, info.st_size, info.st_mtime_ns)
+spec = importlib.util.find_spec("scorep")
+origin = spec.origin if spec is not None else None
+print(json.dumps({
+    "python": "%s:%d.%d" % (os.path.realpath(sys.executable), *sys.version_info[:2]),
+    "bindings": stamp(origin),
+    "scorep_config": stamp(shutil.which("scorep-config")),
+}))
+"""
 
 SCOREP_INSTALL_HINT = (
     "Install the Score-P Python bindings in the kernel's environment with `pip install scorep`; "
     "they need a Score-P installation with `scorep-config` on PATH."
 )
+SCOREP_CONFIG_HINT = (
+    "Load Score-P before the kernel starts (e.g. `module load Score-P`, or put its bin "
+    "directory on PATH) and restart the kernel, or install the kernelspec with "
+    "`jumper-proxy install --env PATH=/path/to/scorep/bin:$PATH`."
+)
 
+#: how long the kernel's Python may take to say where the bindings are
+PROBE_TIMEOUT = 60.0
+#: prctl(2) option: the signal a process gets when its parent dies
+_PR_SET_PDEATHSIG = 1
 #: how long the output of an ended child may take to drain before its group is killed
 _DRAIN_GRACE = 1.0
+
+
+@dataclass(frozen=True)
+class BindingsProbe:
+    """What the kernel's Python sees: its interpreter, the bindings' ``__init__.py`` and
+    ``scorep-config`` (each as ``path:size:mtime``, ``None`` when missing)."""
+
+    python: str
+    bindings: str | None
+    scorep_config: str | None
+
+    def key(self) -> tuple[str, ...]:
+        """What the prepared init library depends on, apart from the arguments."""
+        return (self.python, self.bindings or "", self.scorep_config or "")
 
 
 @dataclass(frozen=True)
@@ -69,8 +115,19 @@ def build_child_command(
     launcher_prefix: Sequence[str] = (),
     script_args: Sequence[str] = (),
 ) -> list[str]:
-    """``[*launcher_prefix, python, -m, scorep, *binding_args, runner, *script_args]``."""
-    return [*launcher_prefix, python, "-m", "scorep", *binding_args, str(runner), *script_args]
+    """``[*launcher_prefix, python, -m, scorep, --noinstrumenter, *binding_args, runner,
+    *script_args]``: the bindings start with the Python instrumenter off, and the runner turns
+    it on around the cells' code only."""
+    return [
+        *launcher_prefix,
+        python,
+        "-m",
+        "scorep",
+        "--noinstrumenter",
+        *binding_args,
+        str(runner),
+        *script_args,
+    ]
 
 
 def build_child_env(kernel_env: Mapping[str, str], scorep_env: Mapping[str, str]) -> dict[str, str]:
@@ -82,22 +139,64 @@ def build_child_env(kernel_env: Mapping[str, str], scorep_env: Mapping[str, str]
     return env
 
 
-async def scorep_importable(python: str, env: Mapping[str, str], cwd: Path) -> bool:
-    """Whether ``python`` in ``env`` (and ``cwd``) can import the Score-P bindings."""
+async def probe_bindings(python: str, env: Mapping[str, str], cwd: Path) -> BindingsProbe:
+    """Where ``python`` in ``env`` (and ``cwd``) finds the Score-P bindings and scorep-config."""
     try:
         proc = await asyncio.create_subprocess_exec(
             python,
             "-c",
-            SCOREP_CHECK_CODE,
+            PROBE_CODE,
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
             env=dict(env),
             cwd=str(cwd),
+            preexec_fn=functools.partial(die_with_proxy, os.getpid()),
         )
     except OSError as exc:
         raise ChildError(f"Cannot run the kernel's Python {python}: {exc.strerror}") from exc
-    return await proc.wait() == 0
+    answer = await communicate(proc, PROBE_TIMEOUT)
+    if answer is None:
+        raise ChildError(
+            f"The kernel's Python {python} did not say within {PROBE_TIMEOUT:.0f} s whether "
+            "it can import the Score-P bindings (a hung file system?)."
+        )
+    out = answer[0]
+    try:
+        found = json.loads(out)
+        return BindingsProbe(found["python"], found["bindings"], found["scorep_config"])
+    except (ValueError, KeyError, TypeError):
+        raise ChildError(
+            f"The kernel's Python {python} cannot run a script (exit code {proc.returncode})."
+        ) from None
+
+
+async def communicate(
+    proc: asyncio.subprocess.Process, timeout: float
+) -> tuple[bytes, bytes] | None:
+    """``proc``'s output once it has ended, or ``None`` when it did not end within ``timeout``
+    seconds; then, as when the caller is cancelled, it is killed (nothing is left running)."""
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except BaseException as exc:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        with contextlib.suppress(BaseException):
+            await proc.communicate()
+        if isinstance(exc, asyncio.TimeoutError):
+            return None
+        raise
+    return out or b"", err or b""
+
+
+def die_with_proxy(proxy: int | None = None) -> None:  # pragma: no cover - runs in the child
+    """In a child just forked: ask Linux to kill it when the proxy (its parent) dies, also by
+    SIGKILL; if the proxy ``proxy`` is already gone, exit at once."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if proxy is not None and os.getppid() != proxy:
+        os._exit(1)
 
 
 async def run_child(
@@ -110,6 +209,7 @@ async def run_child(
     interrupt_grace: float = 5.0,
     terminate_grace: float = 3.0,
     on_started: Callable[[int], None] | None = None,
+    stdin: asyncio.Future[bytes] | None = None,
 ) -> ChildResult:
     """Run ``cmd`` to its end, streaming ``("stdout"|"stderr", text)`` to ``on_output``.
 
@@ -117,6 +217,8 @@ async def run_child(
     seconds SIGTERM, after ``terminate_grace`` more SIGKILL. Cancelling this coroutine kills the
     group. Processes the child leaves behind holding its output open are killed once the output
     has not ended within a second of the child's exit. ``on_started`` gets the child's pid.
+    The child's stdin is empty, or, with ``stdin``, the bytes that future gets once it has them
+    (the child can start before they are known).
     """
     started = time.monotonic()
     loop = asyncio.get_running_loop()
@@ -125,17 +227,20 @@ async def run_child(
         transport, _ = await loop.subprocess_exec(
             lambda: protocol,
             *cmd,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=dict(env),
             cwd=str(cwd),
             start_new_session=True,
+            preexec_fn=functools.partial(die_with_proxy, os.getpid()),
         )
     except OSError as exc:
         raise ChildError(f"Cannot start the Score-P child ({cmd[0]}): {exc.strerror}") from exc
     pid = transport.get_pid()
     interrupted = False
+    if stdin is not None:
+        stdin.add_done_callback(functools.partial(_feed, transport))
     try:
         if on_started is not None:
             on_started(pid)
@@ -162,6 +267,17 @@ async def run_child(
     returncode = transport.get_returncode()
     assert returncode is not None  # the child has exited
     return ChildResult(returncode, interrupted, time.monotonic() - started)
+
+
+def _feed(transport: asyncio.SubprocessTransport, data: asyncio.Future[bytes]) -> None:
+    """Write what the child is waiting for on its stdin, and close it (also without data)."""
+    pipe = transport.get_pipe_transport(0)
+    if pipe is None or pipe.is_closing():
+        return
+    if not data.cancelled() and data.exception() is None:
+        with contextlib.suppress(OSError):
+            pipe.write(data.result())  # type: ignore[attr-defined]
+    pipe.close()
 
 
 class _ChildProtocol(asyncio.SubprocessProtocol):

@@ -27,7 +27,10 @@ import pickle
 import sys
 import types
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 from . import transport
 
@@ -62,6 +65,9 @@ def dump(
     A large buffer that is exactly a blob of ``reuse`` (loaded zero-copy: an array the cell
     kept, changed in place or not) is not copied: the manifest names that blob."""
     payload = {name: _Bytes(v) if _is_large_bytes(v) else v for name, v in values.items()}
+    if not payload:  # nothing to pickle: plain pickle, no marshaller to import on either side
+        stream = memoryview(pickle.dumps({}, protocol=PROTOCOL))
+        return _write(store, tag, "pickle", stream, [], {}), []
     skipped: list[str] = []
     try:
         stream, buffers = _pickle(payload, marshaller, namespace, references)

@@ -1,93 +1,56 @@
 """One ``%%execute_with_scorep`` cell from start to end: :func:`run_scorep_cell`.
 
 The proxy works on the upstream kernel only through an injected ``run_hidden`` (silent code in
-the user's namespace, expressions back as literals), so this module runs against any stand-in.
-The kernel-side code it sends is built here from the source text of :mod:`.transport`,
-:mod:`.pickling` and :mod:`.handover`, installed in the kernel as a private package (named
-after a hash of that text) and called there; the child gets the same text as files next to the
-runner. The upstream environment needs neither jumper_proxy nor anything but the chosen
-marshaller.
+the user's namespace, expressions back as literals; see :mod:`.bootstrap`), so this module runs
+against any stand-in.
 
-Steps: probe the kernel (its Python, directory, environment, marshallers); check that the
-bindings are importable; export the namespace into a fresh store; run the child; import its
-changes into the kernel. Whatever happens, every segment, file and directory made for the cell
-is removed, and the kernel's state changes only after a successful child.
+Steps: probe the kernel (its Python, directory, environment, marshallers) and its bindings
+(importable, ``scorep-config`` on PATH); export the namespace into a fresh store; start the
+child (from a prepared init library when one fits, see :mod:`.faststart`); import its changes
+into the kernel. Whatever happens, every segment, file and directory made for the cell is
+removed, and the kernel's state changes only after a successful child.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from jumper_proxy.child import transport
+from jumper_proxy import leftovers
+from jumper_proxy.child import notes, transport, workspace
+from jumper_proxy.child.bootstrap import RunHidden, bundle, in_kernel
+from jumper_proxy.child.faststart import BindingArgs, InitCache, split_binding_args
 from jumper_proxy.child.launcher import (
+    SCOREP_CONFIG_HINT,
     SCOREP_INSTALL_HINT,
+    ChildResult,
     build_child_command,
     build_child_env,
     describe_child_exit,
     find_experiment_dir,
+    probe_bindings,
     run_child,
-    scorep_importable,
 )
 from jumper_proxy.errors import (
+    ChildError,
     ChildFailed,
     ChildInterrupted,
     ConfigurationError,
     HandoverError,
-    HiddenExecutionError,
     ScorepNotFound,
 )
-from jumper_proxy.leftovers import owner_is_gone
-
-#: ``await run_hidden(code, expressions)``: run ``code`` silently in the user's namespace and
-#: return each expression's value as a literal; raises HiddenExecutionError when code raises
-RunHidden = Callable[[str, dict[str, str]], Awaitable[dict[str, Any]]]
 
 T = TypeVar("T")
 _HERE = Path(__file__).resolve().parent
-#: the modules of the private package, in import order
-_BUNDLE = ("transport", "pickling", "handover")
-
-_BOOTSTRAP = """\
-import linecache, sys, types
-
-def _install(package, sources):
-    if package + ".handover" in sys.modules:
-        return
-    root = types.ModuleType(package)
-    root.__path__ = []
-    root.__package__ = package
-    sys.modules[package] = root
-    try:
-        for name, source in sources:
-            full = package + "." + name
-            filename = "<" + full + ">"
-            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-            module = types.ModuleType(full)
-            module.__package__ = package
-            module.__file__ = filename
-            sys.modules[full] = module
-            exec(compile(source, filename, "exec"), module.__dict__)
-            setattr(root, name, module)
-    except BaseException:
-        for key in [package] + [package + "." + name for name, _ in sources]:
-            sys.modules.pop(key, None)
-        raise
-
-_install({package!r}, {sources!r})
-sys.modules[{package!r} + ".handover"].kernel_request(sys._getframe(1).f_globals, {request!r})
-"""
 
 
 @dataclass(frozen=True)
@@ -111,10 +74,21 @@ class HandoverSettings:
 
 
 @dataclass(frozen=True)
+class CellCode:
+    """One cell's code for the child, the name of its region in the measurement (``cell [7]``),
+    and a line printed before it runs (a multi-cell block's ``--- cell 1 of 3 ---``)."""
+
+    code: str
+    region: str = "cell"
+    header: str | None = None
+
+
+@dataclass(frozen=True)
 class ScorepCellResult:
     """A successful Score-P cell: the names set and deleted in the kernel, the warning lines
-    (already streamed to stderr), where the experiment went, and seconds per phase (``probe``,
-    ``export``, ``child`` with its ``child_load`` and ``child_dump``, ``import``)."""
+    (already streamed to stderr), where the experiment went, whether the child started from a
+    prepared init library, and seconds per phase (``probe``, ``export``, ``prepare``, ``child``
+    with its ``child_load`` and ``child_dump``, ``import``)."""
 
     updated: list[str]
     deleted: list[str]
@@ -122,10 +96,11 @@ class ScorepCellResult:
     experiment_dir: Path | None
     returncode: int
     timings: dict[str, float] = field(default_factory=dict)
+    fast_start: bool = False
 
 
 async def run_scorep_cell(
-    code: str,
+    code: str | Sequence[CellCode],
     settings: HandoverSettings,
     run_hidden: RunHidden,
     on_output: Callable[[str, str], None],
@@ -138,23 +113,28 @@ async def run_scorep_cell(
     on_child_started: Callable[[int], None] | None = None,
     interrupt_grace: float = 5.0,
     terminate_grace: float = 3.0,
+    init_cache: InitCache | None = None,
 ) -> ScorepCellResult:
-    """Run ``code`` under Score-P in a child of the kernel's Python with the notebook's state.
+    """Run ``code`` (one cell, or several in order) under Score-P in a child of the kernel's
+    Python with the notebook's state.
 
     ``python`` defaults to the kernel's ``sys.executable``; the child runs in the kernel's
     directory with the kernel's environment plus ``scorep_env``. Output reaches ``on_output``
-    as ``("stdout"|"stderr", text)`` while the child writes it, followed by the warning lines and
-    ``Score-P experiment directory: PATH``. Setting ``interrupt`` stops the child.
+    as ``("stdout"|"stderr", text)`` while the child writes it, followed by the warning lines,
+    ``Score-P experiment directory: PATH`` and notes on what Score-P reported. Setting
+    ``interrupt`` stops the child. With ``init_cache`` the child starts from an init library
+    prepared once per configuration (see :mod:`.faststart`).
 
     Raises :class:`ScorepNotFound`, :class:`HandoverError`, :class:`ChildFailed` (the cell
     raised, with the user's traceback, or the child crashed) or :class:`ChildInterrupted`; in
     each case the kernel's state is as before.
     """
+    cells = [CellCode(code)] if isinstance(code, str) else list(code)
     env_overrides = dict(scorep_env or {})
     timings: dict[str, float] = {}
     clock = time.monotonic()
 
-    probe = await _kernel(run_hidden, {"action": "probe"}, "inspecting the kernel")
+    probe = await in_kernel(run_hidden, {"action": "probe"}, "inspecting the kernel")
     python = python or probe["python"]
     cwd = Path(probe["cwd"])
     env = build_child_env(probe["env"], env_overrides)
@@ -164,19 +144,71 @@ async def run_scorep_cell(
             f"there (pip install {settings.marshaller}) or choose another MARSHALLER with "
             "%%marshalling_settings."
         )
-    if not await scorep_importable(python, env, cwd):
+    if init_cache is not None:
+        bindings = await init_cache.probe(python, env, cwd)
+    else:
+        bindings = await probe_bindings(python, env, cwd)
+    if bindings.bindings is None:
         raise ScorepNotFound(
             f"The Score-P Python bindings are not importable by {python}. " + SCOREP_INSTALL_HINT
         )
+    if bindings.scorep_config is None:
+        raise ScorepNotFound(
+            f"The Score-P Python bindings are installed for {python}, but scorep-config is not "
+            "on the kernel's PATH, so Score-P cannot start. " + SCOREP_CONFIG_HINT
+        )
+    refused = notes.refusal(cwd, env)
+    if refused is not None:
+        raise ChildError(refused)
+    args = split_binding_args(binding_args)
     timings["probe"] = _lap(clock)
 
-    workdir = Path(_prepare(transport.make_private_dir, None, "jumper-scorep-"))
+    workdir = workspace.new_cell_dir()
     store: transport.Store | None = None
+    job: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    starting: asyncio.Future[tuple[ChildResult, bool, float]] | None = None
+    output = notes.ScorepOutput(on_output)
     try:
         store = _prepare(_new_store, settings, probe["env"], env_overrides, cwd)
+        job_cells = _prepare(_write_files, workdir, cells)
+        # the bindings build in the cell's directory; the runner gives the cell TMPDIR back
+        child_env = {**env, "TMPDIR": str(workdir)}
+        cmd = build_child_command(
+            python, binding_args, workdir / "runner.py", launcher_prefix, ["-"]
+        )
+        previous = notes.experiments_before(cwd, env)
+        started_at = time.time()
+
+        async def start_child() -> tuple[ChildResult, bool, float]:
+            """Prepare the init library if it is not, start the child; it reads the job from
+            its stdin, so it starts while the kernel exports."""
+            clock = time.monotonic()
+            fast_env = None
+            if init_cache is not None and not launcher_prefix:
+                fast_env = await init_cache.second_stage_env(
+                    bindings.key(), args, python, child_env, cwd
+                )
+            prepared = _lap(clock)
+            try:
+                child = await run_child(
+                    cmd,
+                    fast_env or child_env,
+                    cwd,
+                    output,
+                    interrupt,
+                    interrupt_grace=interrupt_grace,
+                    terminate_grace=terminate_grace,
+                    on_started=on_child_started,
+                    stdin=job,
+                )
+            finally:
+                output.close()
+            return child, fast_env is not None, prepared
+
+        starting = asyncio.ensure_future(start_child())
         clock = time.monotonic()
         request = {"action": "export", "marshaller": settings.marshaller}
-        exported = await _kernel(
+        exported = await in_kernel(
             run_hidden,
             {**request, "mode": store.mode, "where": store.where},
             "handing the notebook's state over",
@@ -187,27 +219,16 @@ async def run_scorep_cell(
             on_output("stderr", line + "\n")
         if interrupt.is_set():
             raise ChildInterrupted("KeyboardInterrupt", "interrupted before the Score-P cell ran")
-
-        job = _prepare(_write_job, workdir, code, exported, settings, store)
-        cmd = build_child_command(
-            python, binding_args, workdir / "runner.py", launcher_prefix, [str(job)]
-        )
-        started_at = time.time()
-        child = await run_child(
-            cmd,
-            env,
-            cwd,
-            on_output,
-            interrupt,
-            interrupt_grace=interrupt_grace,
-            terminate_grace=terminate_grace,
-            on_started=on_child_started,
-        )
+        job.set_result(_job(workdir, job_cells, exported, settings, store, args, env).encode())
+        child, fast_start, timings["prepare"] = await starting
         timings["child"] = child.duration
         experiment = find_experiment_dir(cwd, env, started_at)
         if experiment is not None:
             on_output("stdout", f"Score-P experiment directory: {experiment}\n")
-        outcome = _outcome(workdir / "result.json", child.interrupted, child.returncode, experiment)
+        moved = notes.moved_experiment(cwd, env, previous) if experiment is not None else None
+        for note in [*output.notes(env), *([moved] if moved else [])]:
+            on_output("stderr", note + "\n")
+        outcome = _outcome(workdir / "result.json", child, experiment, output.explain())
         timings.update(outcome["timings"])
         warnings += outcome["warnings"]  # the child wrote them to its stderr
         # the kernel's segments the child did not hand back are not needed any more
@@ -218,7 +239,7 @@ async def run_scorep_cell(
 
         clock = time.monotonic()
         request = {"action": "import", "manifest": outcome["manifest"]}
-        imported = await _kernel(run_hidden, request, "bringing the cell's state back")
+        imported = await in_kernel(run_hidden, request, "bringing the cell's state back")
         timings["import"] = _lap(clock)
         for line in imported["warnings"]:
             on_output("stderr", line + "\n")
@@ -229,55 +250,17 @@ async def run_scorep_cell(
             experiment_dir=experiment,
             returncode=child.returncode,
             timings=timings,
+            fast_start=fast_start,
         )
     finally:
+        job.cancel()  # a child still waiting for its job gets an empty stdin
+        if starting is not None and not starting.done():
+            starting.cancel()  # and is killed with its process group
+            with contextlib.suppress(BaseException):
+                await starting
         if store is not None:
             store.remove_all()
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-@lru_cache(maxsize=1)
-def bundle() -> tuple[str, list[tuple[str, str]]]:
-    """The private package's name and its ``(module, source)`` pairs."""
-    sources = [(name, (_HERE / f"{name}.py").read_text(encoding="utf-8")) for name in _BUNDLE]
-    digest = hashlib.sha256("\0".join(text for _, text in sources).encode()).hexdigest()
-    return f"_jumper_proxy_child_{digest[:12]}", sources
-
-
-def kernel_code(request: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
-    """The hidden code and expressions that run one handover ``request`` in the kernel.
-
-    The code is one line (base64) so that no IPython input transformation can touch it; it
-    defines no names in the user's namespace. The expression ``result`` is the JSON answer.
-    """
-    package, sources = bundle()
-    program = _BOOTSTRAP.format(package=package, sources=sources, request=json.dumps(request))
-    encoded = base64.b64encode(program.encode()).decode("ascii")
-    code = (
-        "__import__('builtins').exec(__import__('builtins').compile("
-        f"__import__('base64').b64decode('{encoded}'), '<jumper-proxy>', 'exec'), "
-        "{'__name__': '_jumper_proxy_hidden'})"
-    )
-    expression = f"__import__('sys').modules[{package + '.handover'!r}].take_result()"
-    return code, {"result": expression}
-
-
-async def _kernel(run_hidden: RunHidden, request: Mapping[str, Any], doing: str) -> Any:
-    code, expressions = kernel_code(request)
-    try:
-        values = await run_hidden(code, expressions)
-    except HiddenExecutionError as exc:
-        hint = ""
-        if "No space left on device" in exc.evalue:
-            hint = (
-                " (memory mode: /dev/shm is full, choose MODE=disk with %%marshalling_settings;"
-                " disk mode: point SCOREP_KERNEL_PERSISTENCE_DIR at a larger file system)"
-            )
-        raise HandoverError(
-            f"Failed while {doing}: {exc.ename}: {exc.evalue}{hint}. "
-            "The kernel's state is unchanged."
-        ) from exc
-    return json.loads(values["result"])
 
 
 def _prepare(step: Callable[..., T], *args: Any) -> T:
@@ -304,34 +287,54 @@ def _new_store(
         or kernel_env.get("SCOREP_KERNEL_PERSISTENCE_DIR")
         or scorep_env.get("SCOREP_KERNEL_PERSISTENCE_DIR")
     )
-    where = transport.make_private_dir(str(cwd / base) if base else None)
+    folder = str(cwd / base) if base else tempfile.gettempdir()
+    leftovers.sweep(folder, [(leftovers.HANDOVER_PREFIX, "-")])  # of proxies that died
+    where = workspace.make_dir(folder, leftovers.owned_prefix(leftovers.HANDOVER_PREFIX))
     return transport.Store(transport.DISK, where)
 
 
-def _write_job(
-    workdir: Path,
-    code: str,
-    exported: dict[str, Any],
-    settings: HandoverSettings,
-    store: transport.Store,
-) -> Path:
-    """The runner, the private package, the cell's code and the job, in ``workdir`` (0700)."""
+def _write_files(workdir: Path, cells: Sequence[CellCode]) -> list[dict[str, Any]]:
+    """The runner, the private package and the cells' code in ``workdir`` (0700); the job's
+    entry of each cell."""
     package, sources = bundle()
     _write(workdir / "runner.py", (_HERE / "runner.py").read_text(encoding="utf-8"))
     (workdir / package).mkdir(mode=0o700)
     _write(workdir / package / "__init__.py", "")
     for name, source in sources:
         _write(workdir / package / f"{name}.py", source)
-    _write(workdir / "cell.py", code)
-    job = {
-        "package": package,
-        "cell_file": str(workdir / "cell.py"),
-        "result_file": str(workdir / "result.json"),
-        "input": exported,
-        "output": {"marshaller": settings.marshaller, "mode": store.mode, "where": store.where},
-    }
-    _write(workdir / "job.json", json.dumps(job))
-    return workdir / "job.json"
+    job_cells = []
+    for number, cell in enumerate(cells, 1):
+        path = workdir / ("cell.py" if len(cells) == 1 else f"cell_{number}.py")
+        _write(path, cell.code)
+        job_cells.append({"file": str(path), "region": cell.region, "header": cell.header})
+    return job_cells
+
+
+def _job(
+    workdir: Path,
+    cells: list[dict[str, Any]],
+    exported: dict[str, Any],
+    settings: HandoverSettings,
+    store: transport.Store,
+    args: BindingArgs,
+    env: Mapping[str, str],
+) -> str:
+    """What the runner does, as JSON (it reads it from its stdin)."""
+    return json.dumps(
+        {
+            "package": bundle()[0],
+            "cells": cells,
+            "instrument": args.instrument,
+            "tmpdir": env.get("TMPDIR"),
+            "result_file": str(workdir / "result.json"),
+            "input": exported,
+            "output": {
+                "marshaller": settings.marshaller,
+                "mode": store.mode,
+                "where": store.where,
+            },
+        }
+    )
 
 
 def _write(path: Path, text: str) -> None:
@@ -341,7 +344,7 @@ def _write(path: Path, text: str) -> None:
 
 
 def _outcome(
-    path: Path, interrupted: bool, returncode: int, experiment: Path | None
+    path: Path, child: ChildResult, experiment: Path | None, explanation: str | None
 ) -> dict[str, Any]:
     """The child's answer if it succeeded: it answered ``ok`` and exited with 0."""
     try:
@@ -349,12 +352,12 @@ def _outcome(
     except (OSError, ValueError):
         outcome = None
     failed = outcome is not None and outcome["status"] != "ok"
-    if interrupted:
+    if child.interrupted:
         raise ChildInterrupted(
             "KeyboardInterrupt",
             "the Score-P cell was interrupted; nothing was carried back",
             outcome["traceback"] if outcome is not None and failed else None,
-            returncode=returncode,
+            returncode=child.returncode,
             experiment_dir=experiment,
         )
     if outcome is not None and failed:
@@ -362,14 +365,15 @@ def _outcome(
             outcome["ename"],
             outcome["evalue"],
             outcome["traceback"],
-            returncode=returncode,
+            returncode=child.returncode,
             experiment_dir=experiment,
         )
-    if outcome is None or returncode != 0:
+    if outcome is None or child.returncode != 0:
+        why = f" {explanation}" if explanation else ""
         raise ChildFailed(
             "ChildError",
-            describe_child_exit(returncode) + " Nothing was carried back.",
-            returncode=returncode,
+            describe_child_exit(child.returncode) + why + " Nothing was carried back.",
+            returncode=child.returncode,
             experiment_dir=experiment,
         )
     return outcome
@@ -379,12 +383,12 @@ def _lap(since: float) -> float:
     return time.monotonic() - since
 
 
-def remove_stale_segments(shm_dir: str = transport.SHM_DIR) -> list[str]:
-    """Remove this user's shared-memory segments of proxies that died mid-cell; their names."""
-    removed = []
-    for path in Path(shm_dir).glob("jp*_*"):
-        if owner_is_gone(path, path.name[2:].split("_", 1)[0]):
-            with contextlib.suppress(OSError):
-                path.unlink()
-                removed.append(path.name)
-    return removed
+def remove_stale_segments(
+    shm_dir: str = transport.SHM_DIR, temp_dir: str | None = None
+) -> list[str]:
+    """Remove this user's shared-memory segments, Score-P directories and disk-mode handover
+    directories in the temporary directory, of proxies that died; their names."""
+    return leftovers.sweep(shm_dir, [(leftovers.SEGMENT_PREFIX, "_")]) + leftovers.sweep(
+        temp_dir or tempfile.gettempdir(),
+        [(leftovers.SCOREP_DIR_PREFIX, "-"), (leftovers.HANDOVER_PREFIX, "-")],
+    )

@@ -23,9 +23,6 @@ import contextlib
 import importlib
 import mmap
 import os
-import secrets
-import shutil
-import tempfile
 import types
 from collections.abc import Iterable, Sequence
 
@@ -45,6 +42,8 @@ def new_shm_prefix(owner: int) -> str:
     It starts with ``jp<owner>_``, the pid of the proxy that owns the cell, so that segments
     left behind by a proxy that was killed can be recognised and removed later.
     """
+    import secrets  # the proxy's side only: the kernel and the child start faster without it
+
     return f"jp{owner}_{secrets.token_hex(5)}"
 
 
@@ -52,6 +51,8 @@ def make_private_dir(base: str | None = None, prefix: str = "jumper-handover-") 
     """Create a directory only the user can enter (0700) under ``base`` (created if missing)."""
     if base:
         os.makedirs(base, mode=0o700, exist_ok=True)
+    import tempfile
+
     return tempfile.mkdtemp(prefix=prefix, dir=base or None)
 
 
@@ -126,6 +127,8 @@ class Store:
         for name in [*names, *self.created]:
             self.remove(name)
         if self.mode == DISK:
+            import shutil
+
             shutil.rmtree(self.where, ignore_errors=True)
             return
         with contextlib.suppress(OSError):

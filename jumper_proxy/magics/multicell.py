@@ -1,7 +1,9 @@
 """Multi-cell mode: ``%%enable_multicellmode`` marks the following cells instead of running
 them, ``%%finalize_multicellmode`` runs the marked cells in order as one Score-P cell, and
-``%%abort_multicellmode`` drops them. Also what marking shares with write mode: turning a
-cell's code into plain Python (:func:`to_python`) and checking it with the kernel's own Python.
+``%%abort_multicellmode`` drops them. Each marked cell is a region of its own in the
+measurement, named after the execution count it got when it was marked. Also what marking
+shares with write mode: turning a cell's code into plain Python (:func:`to_python`) and
+checking it with the kernel's own Python.
 
 While marking, the proxy's own magics run as usual (Score-P and marshalling settings,
 monitoring, help, the mode magics); every other cell is marked, ``%%execute_with_scorep``
@@ -18,8 +20,9 @@ from dataclasses import dataclass, field
 from jumper_proxy import kernelside
 from jumper_proxy.api import Magic, MagicContext, MagicTable
 from jumper_proxy.cells import Cell
+from jumper_proxy.child import CellCode
 from jumper_proxy.errors import HiddenExecutionError, MagicError
-from jumper_proxy.magics.scorep import run_instrumented
+from jumper_proxy.magics.scorep import cell_region, run_instrumented
 
 #: the proxy magics whose cells are marked (without their magic line) rather than run
 MARKED_MAGICS = frozenset({"execute_with_scorep"})
@@ -149,25 +152,23 @@ def no_code(magic: str, args: str, body: str) -> None:
         raise MagicError(f"%%{magic} stands alone in its cell: put the code in a cell of its own")
 
 
-def combined_code(cells: list[str]) -> str:
-    """One program of the marked cells, in order, each after a ``--- cell i of n ---`` line
-    printed with instrumentation off, so each cell's output can be told apart."""
-    parts = []
-    for number, code in enumerate(cells, 1):
-        header = f"--- cell {number} of {len(cells)} ---"
-        parts.append(
-            "with __import__('scorep.instrumenter').instrumenter.disable():\n"
-            f"    print({header!r}, flush=True)\n" + trim_blank_lines(code)
-        )
-    return "".join(parts)
+def block_cells(cells: list[tuple[str, int | None]]) -> list[CellCode]:
+    """The marked cells (code and execution count), in order, each its own region and each
+    after a ``--- cell i of n ---`` line, so each cell's output can be told apart."""
+    total = len(cells)
+    return [
+        CellCode(trim_blank_lines(code), cell_region(count), f"--- cell {number} of {total} ---")
+        for number, (code, count) in enumerate(cells, 1)
+    ]
 
 
 @dataclass
 class MulticellState:
-    """Whether cells are being marked, and the marked cells' code in order."""
+    """Whether cells are being marked, and the marked cells' code (with the execution count
+    each got) in order."""
 
     enabled: bool = False
-    cells: list[str] = field(default_factory=list)
+    cells: list[tuple[str, int | None]] = field(default_factory=list)
 
     def enable(self) -> None:
         if self.enabled:
@@ -178,11 +179,11 @@ class MulticellState:
         self.enabled = True
         self.cells = []
 
-    def mark(self, code: str) -> int:
-        self.cells.append(code)
+    def mark(self, code: str, execution_count: int | None = None) -> int:
+        self.cells.append((code, execution_count))
         return len(self.cells)
 
-    def ready(self) -> list[str]:
+    def ready(self) -> list[tuple[str, int | None]]:
         """The marked cells, for finalizing."""
         if not self.enabled:
             raise MagicError(
@@ -231,7 +232,7 @@ class MulticellMode:
         if cell.magic in MARKED_MAGICS:
             dropped = dropped[1:]  # the cell's own magic line, expected to go
         await check_syntax(ctx, converted.code, "The cell")
-        number = self.state.mark(converted.code)
+        number = self.state.mark(converted.code, ctx.execution_count)
         ctx.out.stream(f"marked ({number})\n")
         if cell.magic in MARKED_MAGICS:
             ctx.out.stream(f"%%{cell.magic} adds nothing in multi-cell mode\n", "stderr")
@@ -251,7 +252,7 @@ class MulticellMode:
         no_code("finalize_multicellmode", args, body)
         cells = self.state.ready()
         try:
-            await run_instrumented(ctx, combined_code(cells))
+            await run_instrumented(ctx, block_cells(cells))
         except BaseException:
             ctx.out.stream("Multi-cell mode is off; the marked cells are dropped.\n", "stderr")
             raise

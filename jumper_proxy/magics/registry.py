@@ -8,7 +8,7 @@ magics in the table; only this module knows the families.
 from __future__ import annotations
 
 from jumper_proxy.api import Magic, MagicContext, MagicTable
-from jumper_proxy.magics import monitoring, multicell, scorep, writefile
+from jumper_proxy.magics import monitoring, multicell, scorep, scorep_results, writefile
 
 
 def help_text(table: MagicTable) -> str:
@@ -71,6 +71,7 @@ def build_table() -> MagicTable:
     table.add(Magic("jumper_help", jumper_help, "list the proxy's magics"))
     monitoring.register(table)
     scorep.register(table)
+    scorep_results.register(table)
     marking = multicell.register(table)
     writefile.register(table, marking)
     return table

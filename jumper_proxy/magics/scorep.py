@@ -1,19 +1,22 @@
 """Score-P magics: the Score-P environment, the binding arguments, the marshalling settings,
 and ``%%execute_with_scorep``, which runs a cell in a child interpreter under Score-P with the
-notebook's state handed over and brought back.
+notebook's state handed over and brought back, then shows the cell's top regions.
 
 Settings are kept in :class:`ScorepSettings` for the kernel's life. A setting magic with a bad
-value changes nothing and says why.
+value changes nothing and says why; one that changes what the init library is built from
+clears the prepared one. The magics that draw Score-P's results are in :mod:`.scorep_results`.
 """
 
 from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from jumper_proxy.api import Magic, MagicContext, MagicTable
-from jumper_proxy.child import HandoverSettings, run_scorep_cell
-from jumper_proxy.errors import ConfigurationError, MagicError
+from jumper_proxy.child import CellCode, HandoverSettings, InitCache, run_scorep_cell
+from jumper_proxy.errors import ChildFailed, ConfigurationError, MagicError
+from jumper_proxy.magics.scorep_results import show_summary
 
 MARSHALLERS = ("dill", "cloudpickle")
 MODES = ("memory", "disk")
@@ -29,6 +32,8 @@ class ScorepSettings:
     handover: HandoverSettings = field(default_factory=HandoverSettings)
     #: a command put in front of the child, e.g. ``mpirun -np 4`` (see launcher.build_child_command)
     launcher_prefix: list[str] = field(default_factory=list)
+    #: the bindings' init library, prepared for the settings in use
+    init_cache: InitCache = field(default_factory=InitCache)
 
 
 def settings_of(ctx: MagicContext) -> ScorepSettings:
@@ -102,6 +107,7 @@ async def scorep_env(ctx: MagicContext, args: str, body: str) -> None:
         )
     settings = settings_of(ctx)
     settings.env.update(values)
+    settings.init_cache.clear()
     for key, value in values.items():
         ctx.out.stream(f"{key}={value}\n")
 
@@ -112,7 +118,10 @@ async def scorep_python_binding_arguments(ctx: MagicContext, args: str, body: st
         arguments = shlex.split(text, comments=True)
     except ValueError as exc:
         raise MagicError(f"%%scorep_python_binding_arguments: {exc}") from None
-    settings_of(ctx).binding_args = arguments
+    settings = settings_of(ctx)
+    if arguments != settings.binding_args:
+        settings.init_cache.clear()
+    settings.binding_args = arguments
     shown = shlex.join(arguments) if arguments else "(none)"
     ctx.out.stream(f"python -m scorep {shown} ...\n")
 
@@ -129,11 +138,17 @@ async def marshalling_settings(ctx: MagicContext, args: str, body: str) -> None:
 
 
 async def execute_with_scorep(ctx: MagicContext, args: str, body: str) -> None:
-    await run_instrumented(ctx, body)
+    await run_instrumented(ctx, [CellCode(body, cell_region(ctx.execution_count))])
 
 
-async def run_instrumented(ctx: MagicContext, code: str) -> None:
-    """Run ``code`` under Score-P in a child, watched by the monitor; errors as the cell's."""
+def cell_region(execution_count: int | None) -> str:
+    """The name of a cell's region in the measurement: ``cell [7]``, as the prompt shows it."""
+    return "cell" if execution_count is None else f"cell [{execution_count}]"
+
+
+async def run_instrumented(ctx: MagicContext, cells: list[CellCode]) -> None:
+    """Run ``cells`` under Score-P in one child, watched by the monitor; errors as the cell's.
+    Then the top regions of the cells, from the profile Score-P wrote."""
     settings = settings_of(ctx)
     monitor = ctx.services.monitor
     children: list[int] = []
@@ -143,8 +158,8 @@ async def run_instrumented(ctx: MagicContext, code: str) -> None:
         monitor.extra_roots.add(pid)
 
     try:
-        await run_scorep_cell(
-            code,
+        result = await run_scorep_cell(
+            cells,
             settings.handover,
             ctx.run_hidden,
             lambda name, text: ctx.out.stream(text, name),
@@ -153,9 +168,16 @@ async def run_instrumented(ctx: MagicContext, code: str) -> None:
             scorep_env=settings.env,
             launcher_prefix=settings.launcher_prefix,
             on_child_started=watch,
+            init_cache=settings.init_cache,
         )
+    except ChildFailed as exc:
+        if exc.experiment_dir is not None:
+            await show_summary(ctx, exc.experiment_dir, [cell.region for cell in cells])
+        raise
     finally:
         monitor.extra_roots.difference_update(children)
+    if result.experiment_dir is not None:
+        await show_summary(ctx, result.experiment_dir, [cell.region for cell in cells])
 
 
 def register(table: MagicTable) -> None:

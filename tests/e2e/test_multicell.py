@@ -1,13 +1,12 @@
-"""Multi-cell mode through the proxy with real kernels: marked cells wait, ``%%finalize_multicellmode``
-runs them in one Score-P child (the stand-in ``scorep`` of ``tests/fake_scorep``) with the
-notebook's state, abort drops them, and every misuse is a clear error after which the kernel
-works on.
+"""Multi-cell mode through the proxy with real kernels and real Score-P: marked cells wait,
+``%%finalize_multicellmode`` runs them in one Score-P child with the notebook's state, each
+marked cell a region of its own, abort drops them, and every misuse is a clear error after which
+the kernel works on.
 """
 
 from __future__ import annotations
 
 import ast
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,20 +14,17 @@ from typing import Any
 import pytest
 from conftest import SCOREP_KERNEL
 from jupyter_client.blocking import BlockingKernelClient
-from jupyter_client.manager import KernelManager, start_new_kernel
 from kernel_helpers import ok, run, shell_reply, stdout, value
+from scorep_helpers import call_paths, experiment_of, profile_regions, started
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.real_scorep]
 
 
 @pytest.fixture(scope="module")
 def kc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BlockingKernelClient]:
     cwd = tmp_path_factory.mktemp("multicell-cwd")
-    km: KernelManager
-    km, client = start_new_kernel(kernel_name=SCOREP_KERNEL, startup_timeout=60, cwd=str(cwd))
-    yield client
-    client.stop_channels()
-    km.shutdown_kernel()
+    with started(SCOREP_KERNEL, cwd) as (_, client):
+        yield client
 
 
 def failed(kc: BlockingKernelClient, code: str, timeout: float = 60) -> dict[str, Any]:
@@ -154,18 +150,37 @@ def test_the_monitor_records_the_block_as_one_cell(kc: BlockingKernelClient) -> 
     assert value(kc, "perf_after[-1]['duration']") >= 0.5
 
 
+def test_each_marked_cell_is_a_region_named_after_its_count(kc: BlockingKernelClient) -> None:
+    ok(kc, "%%enable_multicellmode")
+    counts = []
+    for code in ("def step(n):\n    return n + 1", "x_block = step(1)", "x_block = step(x_block)"):
+        reply, _ = run(kc, code)
+        assert reply["content"]["status"] == "ok"
+        counts.append(reply["content"]["execution_count"])
+    finalized = ok(kc, "%%finalize_multicellmode")
+    regions = profile_regions(experiment_of(finalized))
+    cells = [f"__main__:cell [{n}]" for n in counts]
+    assert set(regions) == {"python3.11", *cells, "__main__:step"}
+    assert all(regions[cell][0] == 1 for cell in cells)
+    assert regions["__main__:step"][0] == 2
+    paths = call_paths(experiment_of(finalized))
+    assert ("python3.11", cells[1], "__main__:step") in paths
+    assert ("python3.11", cells[2], "__main__:step") in paths
+    assert value(kc, "x_block") == 3
+
+
 def test_binding_settings_made_while_marking_reach_the_block(
     kc: BlockingKernelClient, tmp_path: Path
 ) -> None:
     ok(kc, "%%enable_multicellmode")
-    ok(kc, "%%scorep_python_binding_arguments --mpp=none")
+    ok(kc, "%%scorep_python_binding_arguments --instrumenter-type=profile")
     ok(kc, f"%%scorep_env\nSCOREP_EXPERIMENT_DIRECTORY={tmp_path / 'block'}")
     try:
-        ok(kc, "in_block = 1")
-        ok(kc, "%%finalize_multicellmode")
-        record = json.loads((tmp_path / "block" / "fake_scorep.json").read_text())
-        assert record["options"] == ["--mpp=none"]
-        assert value(kc, "in_block") == 1
+        ok(kc, "import scorep.instrumenter as si\nkind = type(si.get_instrumenter()).__name__")
+        finalized = ok(kc, "%%finalize_multicellmode")
+        assert experiment_of(finalized) == tmp_path / "block"
+        assert (tmp_path / "block" / "profile.cubex").is_file()
+        assert value(kc, "kind") == "ScorepProfile"
     finally:
         ok(kc, "%%scorep_python_binding_arguments")
         ok(kc, "%%scorep_env\nSCOREP_EXPERIMENT_DIRECTORY=")

@@ -1,12 +1,12 @@
 """Write mode through the proxy with real kernels: recorded cells do not run, ``%%end_writefile``
-writes a script and a bash script in the kernel's directory, and running that bash script
-(under the stand-in ``scorep`` of ``tests/fake_scorep``) prints what the same cells print in
-the notebook. Misuse is a clear error after which the kernel works on.
+writes a script and a bash script in the kernel's directory, and running that bash script under
+real Score-P prints what the same cells print in the notebook and writes an experiment whose
+profile holds what the instrumented cells called, and not what the wrapped cells called.
+Misuse is a clear error after which the kernel works on.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -16,22 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAKE_SCOREP, SCOREP_KERNEL
+from conftest import SCOREP_KERNEL, scorep_bin
 from jupyter_client.blocking import BlockingKernelClient
-from jupyter_client.manager import KernelManager, start_new_kernel
 from kernel_helpers import ok, run, stdout, value
+from scorep_helpers import profile_regions, started
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.real_scorep]
 
 
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BlockingKernelClient, Path]]:
     cwd = tmp_path_factory.mktemp("writefile-cwd")
-    km: KernelManager
-    km, kc = start_new_kernel(kernel_name=SCOREP_KERNEL, startup_timeout=60, cwd=str(cwd))
-    yield kc, cwd
-    kc.stop_channels()
-    km.shutdown_kernel()
+    with started(SCOREP_KERNEL, cwd) as (_, kc):
+        yield kc, cwd
 
 
 @pytest.fixture
@@ -113,10 +110,7 @@ def test_the_script_prints_what_the_notebook_prints(
     assert runner.stat().st_mode & stat.S_IXUSR
     assert value(kc, "__import__('sys').executable") in runner.read_text()
 
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(FAKE_SCOREP), os.environ["PYTHONPATH"]]),
-    }
+    env = {**os.environ, "PATH": f"{scorep_bin()}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(
         ["bash", str(runner)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
     )
@@ -130,11 +124,9 @@ def test_the_script_prints_what_the_notebook_prints(
     assert done.stdout == in_notebook
 
     experiment = cwd / "out" / "script-experiment"
-    record = json.loads((experiment / "fake_scorep.json").read_text())
-    assert record["options"] == ["--instrumenter-type=cProfile"]
-    assert record["scorep_env"]["SCOREP_ENABLE_TRACING"] == "false"
-    regions = json.loads((experiment / "fake_scorep_regions.json").read_text())
-    assert "prog.py:measured_helper" in regions  # called in an instrumented cell
+    assert not (experiment / "traces.otf2").exists()  # SCOREP_ENABLE_TRACING=false was exported
+    regions = profile_regions(experiment)
+    assert regions["__main__:measured_helper"][0] == 1  # called in an instrumented cell
     assert not [r for r in regions if r.endswith(":plain_helper")]  # only in a wrapped cell
 
 

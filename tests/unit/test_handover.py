@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from jumper_proxy.child import handover, pickling, transport
-from jumper_proxy.child.session import bundle, kernel_code
+from jumper_proxy.child.bootstrap import bundle, kernel_code
 
 MARSHALLERS = ["dill", "cloudpickle"]
 MODES = ["memory", "disk"]

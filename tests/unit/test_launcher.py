@@ -4,8 +4,10 @@ experiment directory, with plain Python children (no Score-P needed)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -18,12 +20,13 @@ from jumper_proxy.child.launcher import (
     build_child_command,
     build_child_env,
     find_experiment_dir,
+    probe_bindings,
     run_child,
-    scorep_importable,
 )
 from jumper_proxy.errors import ChildError
 
-FAKE_SCOREP = Path(__file__).resolve().parent.parent / "fake_scorep"
+ROOT = Path(__file__).resolve().parent.parent.parent
+FAKE_SCOREP = ROOT / "tests" / "fake_scorep"
 
 
 class Output:
@@ -67,12 +70,15 @@ def test_command_is_built_in_one_place() -> None:
         "/env/bin/python",
         "-m",
         "scorep",
+        "--noinstrumenter",
         "--mpp=none",
         "/tmp/x/runner.py",
         "j",
     ]
     prefixed = build_child_command("py", [], runner, launcher_prefix=["mpirun", "-np", "4"])
-    assert prefixed == ["mpirun", "-np", "4", "py", "-m", "scorep", "/tmp/x/runner.py"]
+    assert prefixed == [
+        *("mpirun", "-np", "4", "py", "-m", "scorep", "--noinstrumenter", "/tmp/x/runner.py")
+    ]
 
 
 def test_environment_drops_preload_and_adds_scorep_settings() -> None:
@@ -80,6 +86,8 @@ def test_environment_drops_preload_and_adds_scorep_settings() -> None:
         "PATH": "/bin",
         "LD_PRELOAD": "libscorep.so",
         "SCOREP_PYTHON_BINDINGS_INITIALISED": "true",
+        "SCOREP_PYTHON_BINDINGS_TEMP_DIR": "/tmp/scorep.abc",
+        "SCOREP_LD_PRELOAD_BACKUP": "",
         "SCOREP_TOTAL_MEMORY": "1G",
     }
     env = build_child_env(kernel, {"SCOREP_ENABLE_TRACING": "true", "SCOREP_TOTAL_MEMORY": "2G"})
@@ -250,12 +258,67 @@ def test_missing_interpreter_is_a_child_error(tmp_path: Path) -> None:
         run([str(tmp_path / "no-python"), "-m", "scorep"], tmp_path)
 
 
-def test_scorep_importable(tmp_path: Path) -> None:
+def test_probe_finds_the_bindings_and_scorep_config(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    with_fake = {**env, "PYTHONPATH": str(FAKE_SCOREP)}
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "").split(os.pathsep) if not (Path(p) / "scorep-config").exists()
+    )
+    fake_bin = FAKE_SCOREP / "bin"
+    with_fake = {**env, "PYTHONPATH": str(FAKE_SCOREP), "PATH": f"{fake_bin}:{env['PATH']}"}
     (tmp_path / "scorep").mkdir()  # a stray directory must not count as the bindings
-    assert asyncio.run(scorep_importable(sys.executable, with_fake, tmp_path))
-    assert not asyncio.run(scorep_importable(sys.executable, env, tmp_path))
+    found = asyncio.run(probe_bindings(sys.executable, with_fake, tmp_path))
+    init = (FAKE_SCOREP / "scorep" / "__init__.py").resolve()
+    assert found.bindings is not None and found.bindings.startswith(f"{init}:")
+    assert found.scorep_config is not None
+    assert found.scorep_config.startswith(str((fake_bin / "scorep-config").resolve()))
+    assert found.python.startswith(os.path.realpath(sys.executable))
+    missing = asyncio.run(probe_bindings(sys.executable, {**env, "PYTHONPATH": ""}, tmp_path))
+    if importlib.util.find_spec("scorep") is None:  # this environment has no real bindings
+        assert missing.bindings is None
+    assert missing.scorep_config is None
+
+
+def test_a_probe_that_does_not_answer_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jumper_proxy.child import launcher
+
+    hung = tmp_path / "python"
+    hung.write_text("#!/bin/sh\nexec sleep 60\n")
+    hung.chmod(0o755)
+    monkeypatch.setattr(launcher, "PROBE_TIMEOUT", 0.3)
+    with pytest.raises(ChildError, match="did not say within 0 s"):
+        asyncio.run(probe_bindings(str(hung), dict(os.environ), tmp_path))
+
+
+def test_the_child_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """SIGKILL of the starting process (the proxy) ends the child at once: no orphan."""
+    pid_file = tmp_path / "pid"
+    starter = python_child(
+        f"""
+        import asyncio, os, sys
+        from pathlib import Path
+        from jumper_proxy.child.launcher import run_child
+        child = [sys.executable, "-c",
+                 "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+                 "time.sleep(60)"]
+        asyncio.run(run_child(child, dict(os.environ), Path({str(tmp_path)!r}),
+                              lambda name, text: None, asyncio.Event()))
+        """
+    )
+    proc = subprocess.Popen(starter, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 30
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        child = int(pid_file.read_text())
+        os.kill(child, 0)  # running
+        proc.kill()
+        proc.wait()
+        assert _gone(child)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_experiment_dir_from_the_environment(tmp_path: Path) -> None:

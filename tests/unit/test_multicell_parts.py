@@ -3,7 +3,6 @@ cells, the marking state, and which cells the mode takes."""
 
 from __future__ import annotations
 
-import ast
 import os
 
 import pytest
@@ -14,7 +13,7 @@ from jumper_proxy.errors import MagicError
 from jumper_proxy.magics import monitoring, multicell, scorep
 from jumper_proxy.magics.multicell import (
     MulticellState,
-    combined_code,
+    block_cells,
     env_assignment,
     no_code,
     to_python,
@@ -87,18 +86,12 @@ def test_trim_blank_lines() -> None:
     assert trim_blank_lines("\n \n") == ""
 
 
-def test_the_marked_cells_become_one_program_with_headers_in_order(
-    scorep_stand_in: None, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code = combined_code(["\nvalue = 1\nprint('one', value)\n", "value += 1\nprint('two', value)"])
-    tree = ast.parse(code)
-    headers = [node for node in tree.body if isinstance(node, ast.With)]
-    assert len(headers) == 2
-    assert all("instrumenter.disable()" in ast.unparse(h.items[0]) for h in headers)
-    namespace: dict[str, object] = {}
-    exec(compile(code, "<block>", "exec"), namespace)
-    assert namespace["value"] == 2
-    assert capsys.readouterr().out == "--- cell 1 of 2 ---\none 1\n--- cell 2 of 2 ---\ntwo 2\n"
+def test_the_marked_cells_become_regions_named_after_their_counts_in_order() -> None:
+    cells = block_cells([("\nvalue = 1\nprint('one', value)\n", 4), ("value += 1", None)])
+    assert [(c.code, c.region, c.header) for c in cells] == [
+        ("value = 1\nprint('one', value)\n", "cell [4]", "--- cell 1 of 2 ---"),
+        ("value += 1\n", "cell", "--- cell 2 of 2 ---"),
+    ]
 
 
 def test_marking_state_and_its_misuse() -> None:
@@ -112,8 +105,8 @@ def test_marking_state_and_its_misuse() -> None:
         state.enable()
     with pytest.raises(MagicError, match="No cell is marked"):
         state.ready()
-    assert state.mark("a = 1\n") == 1 and state.mark("b = 2\n") == 2
-    assert state.ready() == ["a = 1\n", "b = 2\n"]
+    assert state.mark("a = 1\n", 3) == 1 and state.mark("b = 2\n") == 2
+    assert state.ready() == [("a = 1\n", 3), ("b = 2\n", None)]
     assert state.abort() == 2
     assert not state.enabled and state.cells == []
 

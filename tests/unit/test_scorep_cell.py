@@ -1,6 +1,7 @@
-"""Whole Score-P cells: a fake kernel process (no IPython, no jumper_proxy importable) and the
-fake ``scorep`` bindings; state round trips, failures leave the kernel as it was, output streams,
-interrupts and crashes stop the child, and nothing is left in /dev/shm or in temporary dirs."""
+"""Whole Score-P cells, fast: a FAKE kernel process (no IPython, no jumper_proxy importable) and
+the FAKE ``scorep`` bindings of ``tests/fake_scorep``; state round trips, failures leave the
+kernel as it was, output streams, interrupts and crashes stop the child, and nothing is left in
+/dev/shm or in temporary dirs. The same paths with real Score-P are in ``tests/e2e``."""
 
 from __future__ import annotations
 
@@ -21,7 +22,14 @@ from typing import Any, TypeVar
 import pytest
 from fake_kernel import FakeKernel
 
-from jumper_proxy.child import HandoverSettings, ScorepCellResult, run_scorep_cell, transport
+from jumper_proxy.child import (
+    CellCode,
+    HandoverSettings,
+    InitCache,
+    ScorepCellResult,
+    run_scorep_cell,
+    transport,
+)
 from jumper_proxy.errors import (
     ChildFailed,
     ChildInterrupted,
@@ -100,14 +108,14 @@ class Scene:
 
     async def cell(
         self,
-        code: str,
+        code: str | list[CellCode],
         settings: HandoverSettings | None = None,
         interrupt: asyncio.Event | None = None,
         run_hidden: Callable[[str, dict[str, str]], Awaitable[dict[str, Any]]] | None = None,
         **kwargs: Any,
     ) -> ScorepCellResult:
         return await run_scorep_cell(
-            textwrap.dedent(code),
+            textwrap.dedent(code) if isinstance(code, str) else code,
             settings or HandoverSettings(),
             run_hidden or self.kernel.run_hidden,
             self.on_output,
@@ -116,9 +124,14 @@ class Scene:
         )
 
     def leftovers(self) -> list[str]:
-        """Segments of this test's cells, and anything in the proxy's or disk mode's temp dirs."""
+        """Segments of this test's cells, and anything in the proxy's or disk mode's temp dirs
+        but the proxy's own Score-P directory (kept for its life), which must be empty."""
         shm = [n for n in os.listdir(transport.SHM_DIR) if n.startswith(tuple(self.prefixes))]
-        return shm + [str(p) for p in (*self.proxy_tmp.iterdir(), *self.persist.iterdir())]
+        own = f"jumper-scorep-{os.getpid()}-"
+        kept = [p for p in self.proxy_tmp.iterdir() if p.name.startswith(own)]
+        inside = [p for root in kept for p in root.iterdir()]
+        others = [p for p in self.proxy_tmp.iterdir() if p not in kept]
+        return shm + [str(p) for p in (*others, *inside, *self.persist.iterdir())]
 
 
 @pytest.fixture
@@ -140,6 +153,7 @@ def scene(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Scene:
     monkeypatch.setattr(transport, "new_shm_prefix", recorded_prefix)
     env = dict(os.environ)
     env.update(
+        PATH=f"{FAKE_SCOREP / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}",
         PYTHONPATH=f"{shadow.parent}{os.pathsep}{FAKE_SCOREP}",
         SCOREP_KERNEL_PERSISTENCE_DIR=str(persist),
         LD_PRELOAD="",
@@ -388,7 +402,7 @@ def test_binding_arguments_and_environment_reach_the_child(scene: Scene) -> None
     assert result.experiment_dir == experiment
     assert f"Score-P experiment directory: {experiment}" in scene.output("stdout")
     record = json.loads((experiment / "fake_scorep.json").read_text())
-    assert record["options"] == args
+    assert record["options"] == ["--noinstrumenter", *args]
     assert record["program"][0].endswith("runner.py") and len(record["program"]) == 2
     assert record["cwd"] == str(scene.work)
     assert record["scorep_env"]["SCOREP_ENABLE_TRACING"] == "true"
@@ -398,27 +412,66 @@ def test_binding_arguments_and_environment_reach_the_child(scene: Scene) -> None
 
 
 def test_only_the_cells_code_is_instrumented(scene: Scene) -> None:
-    result = scene.play(scene.cell("def work():\n    return sum(range(10))\nwork()\nobj.v = 3"))
+    code = "def work():\n    return sum(range(10))\nwork()\nobj.v = 3"
+    result = scene.play(scene.cell([CellCode(code, "cell [5]")]))
     assert result.experiment_dir is not None and result.experiment_dir.name.startswith("scorep-")
     regions = json.loads((result.experiment_dir / "fake_scorep_regions.json").read_text())
-    cell = [r for r in regions if r.endswith("cell.py:work")]
-    assert len(cell) == 1
-    handover = [
-        r for r in regions if any(m in r for m in ("handover", "pickl", "dill", "transport"))
+    assert "__main__:cell [5]" in regions and "__main__:work" in regions
+    # nothing of the runner, the handover or the bindings' start
+    assert [r for r in regions if r.startswith("__main__:")] == [
+        "__main__:cell [5]",
+        "__main__:work",
     ]
-    assert handover == []
+    assert not [r for r in regions if r.startswith("/") and not r.endswith(("cell [5]", ":work"))]
 
 
-def test_missing_scorep_says_how_to_install(scene: Scene) -> None:
+def test_without_python_instrumentation_each_cell_is_a_user_region(scene: Scene) -> None:
+    cells = [CellCode("def a():\n    pass\na()", "cell [3]", "--- cell 1 of 2 ---")]
+    cells.append(CellCode("print('second', 6 * 7)", "cell [4]", "--- cell 2 of 2 ---"))
+    result = scene.play(scene.cell(cells, binding_args=["--noinstrumenter"]))
+    assert result.experiment_dir is not None
+    regions = json.loads((result.experiment_dir / "fake_scorep_regions.json").read_text())
+    assert regions == ["user:cell [3]", "user:cell [4]"]
+    assert scene.output("stdout").startswith(
+        "--- cell 1 of 2 ---\n--- cell 2 of 2 ---\nsecond 42\n"
+    )
+
+
+def test_missing_scorep_says_how_to_install(scene: Scene, no_scorep_python: str) -> None:
     async def main() -> tuple[Any, Any]:
         before = await scene.kernel.eval(STATE)
         with pytest.raises(ScorepNotFound) as missing:
-            await scene.cell("x = 1", scorep_env={"PYTHONPATH": os.devnull})
+            await scene.cell(
+                "x = 1", python=no_scorep_python, scorep_env={"PYTHONPATH": os.devnull}
+            )
         assert "pip install scorep" in str(missing.value) and "\n" not in str(missing.value)
         return before, await scene.kernel.eval(STATE)
 
     before, after = scene.play(main())
     assert after == before
+    assert scene.leftovers() == []
+
+
+def test_missing_scorep_config_is_the_module_load_case(scene: Scene) -> None:
+    without = os.pathsep.join(
+        p for p in scene.env["PATH"].split(os.pathsep) if not (Path(p) / "scorep-config").exists()
+    )
+    with pytest.raises(ScorepNotFound) as missing:
+        scene.play(scene.cell("x = 1", scorep_env={"PATH": without}))
+    message = str(missing.value)
+    assert "scorep-config is not on the kernel's PATH" in message and "module load" in message
+    assert "\n" not in message
+    assert scene.leftovers() == []
+
+
+def test_the_fake_bindings_start_as_the_bindings_start(scene: Scene) -> None:
+    """The FAKE bindings cannot prepare an init library: the cell falls back to their start."""
+    cache = InitCache()
+    result = scene.play(scene.cell("x = 1", init_cache=cache))
+    assert result.fast_start is False and cache.failure is not None
+    assert "scorep.subsystem" in cache.failure
+    assert scene.leftovers() == [] or all("init-" in p for p in scene.leftovers())
+    cache.clear()
     assert scene.leftovers() == []
 
 
@@ -465,15 +518,24 @@ def test_unwritable_persistence_dir_is_a_handover_error(scene: Scene) -> None:
     assert scene.leftovers() == []
 
 
-def test_segments_of_a_dead_proxy_are_removed_and_others_kept(tmp_path: Path) -> None:
+def test_leftovers_of_a_dead_proxy_are_removed_and_others_kept(tmp_path: Path) -> None:
     from jumper_proxy.child.session import remove_stale_segments
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tmp_path / transport.new_shm_prefix(dead.pid)
-    mine = tmp_path / transport.new_shm_prefix(os.getpid())
-    other = tmp_path / "unrelated"
+    shm, tmp = tmp_path / "shm", tmp_path / "tmp"
+    shm.mkdir()
+    tmp.mkdir()
+    stale = shm / transport.new_shm_prefix(dead.pid)
+    mine = shm / transport.new_shm_prefix(os.getpid())
+    other = shm / "unrelated"
     for path in (stale, mine, other):
         path.write_bytes(b"x")
-    assert remove_stale_segments(str(tmp_path)) == [stale.name]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other.name])
+    stale_dirs = [tmp / f"jumper-scorep-{dead.pid}-ab12", tmp / f"jumper-handover-{dead.pid}-cd"]
+    kept_dirs = [tmp / f"jumper-scorep-{os.getpid()}-ef34", tmp / "jumper-scorep-init-x"]
+    for path in (*stale_dirs, *kept_dirs):
+        (path / "cell-1").mkdir(parents=True)
+    removed = remove_stale_segments(str(shm), str(tmp))
+    assert sorted(removed) == sorted([stale.name, *(p.name for p in stale_dirs)])
+    assert sorted(p.name for p in shm.iterdir()) == sorted([mine.name, other.name])
+    assert sorted(tmp.iterdir()) == sorted(kept_dirs)
