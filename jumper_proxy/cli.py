@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,13 @@ def _configure_logging(level: int) -> None:
     help="Python interpreter (with ipykernel) to run the wrapped kernel with.",
 )
 @click.option(
+    "--upstream-arg",
+    "upstream_args",
+    multiple=True,
+    metavar="ARG",
+    help="Argument for the wrapped kernel's command line (repeatable).",
+)
+@click.option(
     "-f",
     "connection_file",
     metavar="CONNECTION_FILE",
@@ -81,6 +88,7 @@ def main(
     ctx: click.Context,
     upstream: str | None,
     upstream_python: str | None,
+    upstream_args: tuple[str, ...],
     connection_file: Path | None,
     upstream_transport: str,
     debug: bool,
@@ -99,6 +107,7 @@ def main(
             for flag, value in (
                 ("--upstream", upstream),
                 ("--upstream-python", upstream_python),
+                ("--upstream-arg", upstream_args or None),
                 ("-f", connection_file),
             )
             if value is not None
@@ -120,7 +129,7 @@ def main(
 
     config = ProxyConfig(
         connection_file=connection_file.resolve(),
-        upstream=upstream_spec(upstream, upstream_python),
+        upstream=replace(upstream_spec(upstream, upstream_python), args=upstream_args),
         debug=debug,
         upstream_transport=upstream_transport,
     )
@@ -154,6 +163,14 @@ def _parse_env(
 @click.option("--upstream", metavar="KERNELSPEC", help="Kernelspec to wrap [default: python3].")
 @click.option("--upstream-python", metavar="PATH", help="Python interpreter to wrap.")
 @click.option(
+    "--upstream-arg",
+    "upstream_args",
+    multiple=True,
+    metavar="ARG",
+    help="Argument the wrapped kernel is started with (repeatable), e.g. "
+    "--upstream-arg=--HistoryManager.hist_file=:memory:",
+)
+@click.option(
     "--env",
     "env",
     multiple=True,
@@ -169,12 +186,13 @@ def install(
     display_name: str | None,
     upstream: str | None,
     upstream_python: str | None,
+    upstream_args: tuple[str, ...],
     env: dict[str, str],
 ) -> None:
     """Install a kernelspec that starts jumper-proxy with this Python."""
     from jumper_proxy.kernelspec import install_kernelspec, resolve_upstream
 
-    spec = resolve_upstream(upstream, upstream_python)
+    spec = resolve_upstream(upstream, upstream_python, upstream_args)
     destination = install_kernelspec(
         user=user,
         prefix=prefix,
