@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -266,13 +267,27 @@ def uninstall(name: str) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the per-cell table as JSON.",
 )
+@click.option(
+    "--html",
+    "html_path",
+    metavar="REPORT.html",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write a self-contained HTML report: the table and every cell's graphs.",
+)
 @click.option("--upstream", metavar="KERNELSPEC", help="Kernelspec to wrap.")
 @click.option("--upstream-python", metavar="PATH", help="Python interpreter to wrap.")
+@click.option(
+    "--upstream-arg",
+    "upstream_args",
+    multiple=True,
+    metavar="ARG",
+    help="Argument the wrapped kernel is started with (repeatable).",
+)
 @click.option(
     "--timeout",
     type=click.IntRange(min=1),
     metavar="SECONDS",
-    help="Per-cell time limit [default: none].",
+    help="Per-cell time limit; a cell running longer is interrupted [default: none].",
 )
 @click.option("--allow-errors", is_flag=True, help="Keep running after a cell fails.")
 @click.pass_obj
@@ -281,31 +296,35 @@ def run(
     notebook: Path,
     output: Path | None,
     json_path: Path | None,
+    html_path: Path | None,
     upstream: str | None,
     upstream_python: str | None,
+    upstream_args: tuple[str, ...],
     timeout: int | None,
     allow_errors: bool,
 ) -> None:
     """Execute NOTEBOOK headless through jumper-proxy and print per-cell performance.
 
     Without --upstream/--upstream-python the notebook's own kernel is wrapped (what a
-    jumper-proxy kernelspec of that name wraps), or python3. Progress goes to stderr, the
-    table to stdout.
+    jumper-proxy kernelspec of that name wraps), or python3. Progress goes to stderr (on a
+    terminal with a live line while a cell runs), the table to stdout; the executed notebook
+    keeps each cell's figures in its metadata.jumper.
     """
     from jumper_proxy.headless import default_output, read_notebook, run_notebook
     from jumper_proxy.kernelspec import resolve_upstream, upstream_for_notebook
-    from jumper_proxy.report import build_rows, format_table, rows_to_json
+    from jumper_proxy.report import format_table, rows_to_json
 
     if upstream is None and upstream_python is None:
         saved_with = read_notebook(notebook).metadata.get("kernelspec", {}).get("name")
         spec = upstream_for_notebook(saved_with)
+        if upstream_args:
+            spec = replace(spec, args=(*spec.args, *upstream_args))
     else:
-        spec = resolve_upstream(upstream, upstream_python)
+        spec = resolve_upstream(upstream, upstream_python, upstream_args)
     destination = output if output is not None else default_output(notebook)
-    if json_path is not None and not json_path.parent.is_dir():
-        raise ConfigurationError(
-            f"Cannot write {json_path}: {json_path.parent} is not a directory."
-        )
+    for path in (json_path, html_path):
+        if path is not None and not path.parent.is_dir():
+            raise ConfigurationError(f"Cannot write {path}: {path.parent} is not a directory.")
     click.echo(f"Running {notebook} through jumper-proxy, wrapping {spec.describe()}", err=True)
     result = run_notebook(
         notebook,
@@ -315,16 +334,32 @@ def run(
         allow_errors=allow_errors,
         debug=options.debug,
         progress=lambda line: click.echo(line, err=True),
+        status=_status_line if sys.stderr.isatty() else None,
     )
     click.echo(f"Saved the executed notebook to {destination}", err=True)
     if result.records is None:
         click.echo("The kernel sent no perf data; perf columns are empty.", err=True)
-    rows = build_rows(result.cells, result.records)
-    click.echo(format_table(rows))
+    click.echo(format_table(result.rows))
     if json_path is not None:
-        try:
-            json_path.write_text(json.dumps(rows_to_json(rows), indent=1) + "\n")
-        except OSError as exc:
-            raise ConfigurationError(f"Cannot write {json_path}: {exc.strerror}.") from None
+        _write(json_path, json.dumps(rows_to_json(result.rows), indent=1) + "\n")
+    if html_path is not None:
+        from jumper_proxy.html_report import report_html
+
+        _write(html_path, report_html(notebook.name, result.rows, result.records or []))
+        click.echo(f"Wrote the report to {html_path}", err=True)
     if result.error is not None:
         raise click.ClickException(result.error)
+
+
+def _status_line(text: str) -> None:
+    """Rewrite the terminal's last line with ``text`` (cut to the terminal's width)."""
+    width = shutil.get_terminal_size().columns - 1
+    sys.stderr.write("\r\x1b[K" + text[:width])
+    sys.stderr.flush()
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"Cannot write {path}: {exc.strerror}.") from None

@@ -237,6 +237,11 @@ def test_run_errors(tmp_path: Path) -> None:
         invoke("run", str(garbage), "--upstream", "no-such-kernel"),
         "No kernelspec named 'no-such-kernel' to wrap.",
     )
+    missing = tmp_path / "no-dir" / "report.html"
+    assert_user_error(
+        invoke("run", str(garbage), "--upstream", "python3", "--html", str(missing)),
+        f"Cannot write {missing}: {missing.parent} is not a directory.",
+    )
 
 
 def test_python_dash_m_runs_the_command_line() -> None:
