@@ -47,3 +47,7 @@ def test_the_jupyterlab_debugger_stops_at_a_breakpoint(tmp_path: Path) -> None:
 
 def test_graphs_draw_and_draw_again_when_the_saved_notebook_is_reopened(tmp_path: Path) -> None:
     run_check("screenshot_graphs.py", tmp_path)
+
+
+def test_the_html_report_draws_every_graph_offline(tmp_path: Path) -> None:
+    run_check("report_page.py", tmp_path)
