@@ -211,12 +211,14 @@ def install(
 
 def _python_magics_note(spec: UpstreamSpec) -> str | None:
     """A note naming the magics a kernel that is not IPython will not have, or ``None``."""
+    from jumper_proxy.kernelspec import is_ipython_upstream
     from jumper_proxy.launch import command_for
 
-    command = command_for(spec)
-    if any("ipykernel" in arg for arg in command.argv):
+    if is_ipython_upstream(spec):
         return None
     from jumper_proxy.magics.registry import build_table
+
+    command = command_for(spec)
 
     names = ", ".join(f"%%{m.name}" for m in build_table().all() if m.needs_python)
     language = command.language or "another language"

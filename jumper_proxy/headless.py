@@ -34,7 +34,8 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 
 from jumper_proxy.config import UpstreamSpec
 from jumper_proxy.errors import ConfigurationError, UpstreamError
-from jumper_proxy.kernelspec import METADATA_KEY, is_ipython_upstream, kernel_json, write_kernelspec
+from jumper_proxy.kernelspec import is_ipython_upstream, kernel_json, write_kernelspec
+from jumper_proxy.launch import METADATA_KEY
 from jumper_proxy.progress import TIMEOUT_ENAME, Progress
 from jumper_proxy.report import CellRow, ExecutedCell, build_rows, cell_metadata
 

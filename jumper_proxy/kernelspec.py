@@ -27,7 +27,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jumper_proxy import __version__
 from jumper_proxy.config import UpstreamSpec
 from jumper_proxy.errors import ConfigurationError
-from jumper_proxy.launch import METADATA_KEY
+from jumper_proxy.launch import METADATA_KEY, command_for
 
 DEFAULT_NAME = "jumper-proxy"
 DEFAULT_UPSTREAM = "python3"
@@ -169,15 +169,13 @@ def upstream_from_metadata(metadata: Mapping[str, Any]) -> UpstreamSpec | None:
 
 def is_ipython_upstream(upstream: UpstreamSpec) -> bool:
     """Whether the upstream is ipykernel (so IPython's options such as
-    ``--HistoryManager.hist_file`` apply): an interpreter always is, a kernelspec when its
-    command runs ipykernel."""
-    if upstream.python is not None:
-        return True
+    ``--HistoryManager.hist_file`` apply and its magics run Python): its command, as the
+    proxy will start it, runs ipykernel. ``False`` for an upstream that cannot be found."""
     try:
-        spec = KernelSpecManager().get_kernel_spec(upstream.kernel_name or DEFAULT_UPSTREAM)
-    except NoSuchKernel:
+        command = command_for(upstream)
+    except ConfigurationError:
         return False
-    return any("ipykernel" in part for part in spec.argv)
+    return any("ipykernel" in part for part in command.argv)
 
 
 def kernel_argv(upstream: UpstreamSpec, *, debug: bool = False) -> list[str]:
