@@ -26,6 +26,15 @@ DEFAULT_NAME = "jumper-proxy"
 
 UPSTREAM_TRANSPORTS = ("tcp", "ipc")
 
+_upstream_args = click.option(
+    "--upstream-arg",
+    "upstream_args",
+    multiple=True,
+    metavar="ARG",
+    help="Argument the wrapped kernel is started with (repeatable), e.g. "
+    "--upstream-arg=--HistoryManager.hist_file=:memory:",
+)
+
 
 class _Group(click.Group):
     """A click group that shows the project's errors as one ``Error: ...`` line, exit 1."""
@@ -61,13 +70,7 @@ def _configure_logging(level: int) -> None:
     metavar="PATH",
     help="Python interpreter (with ipykernel) to run the wrapped kernel with.",
 )
-@click.option(
-    "--upstream-arg",
-    "upstream_args",
-    multiple=True,
-    metavar="ARG",
-    help="Argument for the wrapped kernel's command line (repeatable).",
-)
+@_upstream_args
 @click.option(
     "-f",
     "connection_file",
@@ -163,14 +166,7 @@ def _parse_env(
 @click.option("--display-name", metavar="TEXT", help="Name shown in the launcher.")
 @click.option("--upstream", metavar="KERNELSPEC", help="Kernelspec to wrap [default: python3].")
 @click.option("--upstream-python", metavar="PATH", help="Python interpreter to wrap.")
-@click.option(
-    "--upstream-arg",
-    "upstream_args",
-    multiple=True,
-    metavar="ARG",
-    help="Argument the wrapped kernel is started with (repeatable), e.g. "
-    "--upstream-arg=--HistoryManager.hist_file=:memory:",
-)
+@_upstream_args
 @click.option(
     "--env",
     "env",
@@ -278,13 +274,7 @@ def uninstall(name: str) -> None:
 )
 @click.option("--upstream", metavar="KERNELSPEC", help="Kernelspec to wrap.")
 @click.option("--upstream-python", metavar="PATH", help="Python interpreter to wrap.")
-@click.option(
-    "--upstream-arg",
-    "upstream_args",
-    multiple=True,
-    metavar="ARG",
-    help="Argument the wrapped kernel is started with (repeatable).",
-)
+@_upstream_args
 @click.option(
     "--timeout",
     type=click.IntRange(min=1),

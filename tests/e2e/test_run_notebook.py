@@ -60,6 +60,13 @@ def jumper_proxy(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def write_notebook(path: Path, *cells: Any) -> Path:
+    """A notebook of ``cells`` (a string is a code cell) at ``path``."""
+    nb = new_notebook(cells=[new_code_cell(c) if isinstance(c, str) else c for c in cells])
+    nbformat.write(nb, path)
+    return path
+
+
 def progress_lines(stderr: str, total: int) -> list[str]:
     return [line for line in stderr.splitlines() if re.match(rf"\[\d+/{total}\] cell \d+: ", line)]
 
@@ -140,17 +147,12 @@ def test_run_the_demo_through_the_proxy(tmp_path: Path) -> None:
 
 
 def test_a_failing_cell_stops_the_run_and_the_notebook_is_saved(tmp_path: Path) -> None:
-    notebook = tmp_path / "fails.ipynb"
-    nbformat.write(
-        new_notebook(
-            cells=[
-                new_markdown_cell("# fails"),
-                new_code_cell("print('before')"),
-                new_code_cell("1 / 0"),
-                new_code_cell("print('after')"),
-            ]
-        ),
-        notebook,
+    notebook = write_notebook(
+        tmp_path / "fails.ipynb",
+        new_markdown_cell("# fails"),
+        "print('before')",
+        "1 / 0",
+        "print('after')",
     )
 
     result = jumper_proxy("run", str(notebook), "--upstream", "python3")
@@ -202,16 +204,11 @@ def test_perfdata_request_that_gets_no_answer_gives_none() -> None:
 def check_history_in_memory(path: Path) -> Path:
     """nbclient's own "Check History in Memory" case: IPython must keep its history in memory
     (nbclient arranges that only for kernels named ``python3``)."""
-    nbformat.write(
-        new_notebook(
-            cells=[
-                new_code_cell("from IPython import get_ipython"),
-                new_code_cell('assert get_ipython().history_manager.hist_file == ":memory:"'),
-            ]
-        ),
+    return write_notebook(
         path,
+        "from IPython import get_ipython",
+        'assert get_ipython().history_manager.hist_file == ":memory:"',
     )
-    return path
 
 
 def test_a_run_keeps_ipython_history_in_memory(tmp_path: Path) -> None:
@@ -257,16 +254,11 @@ def test_a_kernelspec_forwarding_the_history_argument_serves_nbclient(
 
 
 def test_a_cell_past_the_timeout_is_interrupted_and_keeps_its_figures(tmp_path: Path) -> None:
-    notebook = tmp_path / "slow.ipynb"
-    nbformat.write(
-        new_notebook(
-            cells=[
-                new_code_cell("print('quick')"),
-                new_code_cell("print('spinning')\nwhile True:\n    pass"),
-                new_code_cell("print('never')"),
-            ]
-        ),
-        notebook,
+    notebook = write_notebook(
+        tmp_path / "slow.ipynb",
+        "print('quick')",
+        "print('spinning')\nwhile True:\n    pass",
+        "print('never')",
     )
     perf = tmp_path / "perf.json"
 
@@ -297,16 +289,9 @@ def test_a_long_cell_shows_a_live_line_on_a_terminal(tmp_path: Path) -> None:
     place; it is cleared before the cell's progress line. The cell ends when the test has seen
     a status line with figures."""
     flag = tmp_path / "go"
-    notebook = tmp_path / "wait.ipynb"
-    nbformat.write(
-        new_notebook(
-            cells=[
-                new_code_cell(
-                    f"import os, time\nwhile not os.path.exists({str(flag)!r}):\n    time.sleep(0.05)"
-                )
-            ]
-        ),
-        notebook,
+    notebook = write_notebook(
+        tmp_path / "wait.ipynb",
+        f"import os, time\nwhile not os.path.exists({str(flag)!r}):\n    time.sleep(0.05)",
     )
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))

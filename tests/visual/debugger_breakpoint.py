@@ -21,24 +21,18 @@ Run from the checkout (needs JupyterLab, Playwright and Debian's Chromium)::
 
 from __future__ import annotations
 
-import argparse
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-import nbformat
 from lab import (
-    CHROMIUM,
     Report,
     Shooter,
     all_cells_ran,
     browser_page,
-    free_port,
-    jupyterlab,
+    check_arguments,
     open_notebook,
-    prepare_out,
+    run_in_lab,
     text_of,
     wait_for,
 )
@@ -48,17 +42,6 @@ KERNEL_NAME = "jumper-proxy-debug"
 NOTEBOOK = "debug_me.ipynb"
 SOURCE = 'width = 3\nheight = 4\narea = width * height\nprint(f"area {area}")'
 BREAKPOINT_LINE = 3
-
-
-def write_notebook(path: Path) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": KERNEL_NAME,
-        "display_name": "Python 3 (jumper-proxy)",
-        "language": "python",
-    }
-    nb.cells = [nbformat.v4.new_code_cell(SOURCE)]
-    nbformat.write(nb, path)
 
 
 def variables(page: Page) -> dict[str, str]:
@@ -135,36 +118,13 @@ def drive(base: str, out: Path, report: Report) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
-    parser.add_argument("out", type=Path, help="directory for the screenshots and report.json")
-    parser.add_argument("--port", type=int, default=8898, help="JupyterLab's port (8898)")
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the temporary directory (notebook, server log)"
+    args = check_arguments(__doc__ or "", 8898).parse_args(argv)
+    return run_in_lab(
+        args,
+        KERNEL_NAME,
+        (NOTEBOOK, [SOURCE]),
+        lambda base, _work, report: drive(base, args.out, report),
     )
-    args = parser.parse_args(argv)
-    if not Path(CHROMIUM).exists():
-        parser.error(f"{CHROMIUM} is missing: apt-get install chromium")
-    out: Path = args.out
-    prepare_out(out)
-    work = Path(tempfile.mkdtemp(prefix="jpdebug-"))
-    (work / "nb").mkdir()
-    write_notebook(work / "nb" / NOTEBOOK)
-    report = Report()
-    try:
-        with jupyterlab(work, free_port(args.port), KERNEL_NAME) as base:
-            drive(base, out, report)
-    except Exception as exc:
-        report.check("the run completed", False, f"{type(exc).__name__}: {exc}")
-        log = work / "jupyterlab.log"
-        if log.exists():
-            print("---- JupyterLab log (tail) ----\n" + log.read_text(errors="replace")[-4000:])
-    finally:
-        report.write(out)
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    return report.summary(out)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The harness of the browser checks: JupyterLab on 127.0.0.1 with a jumper-proxy kernelspec,
 Debian's Chromium driven by Playwright with every request beyond 127.0.0.1 blocked, numbered
-screenshots, and a report of checks, console errors and blocked requests.
+screenshots, and a report of checks, console errors and warnings (JupyterLab's notes that a
+plugin of its own was slow to start, which a busy machine gives, are kept apart) and blocked
+requests.
 
 Everything lives in a temporary directory (kernelspec prefix, Jupyter's config, data, runtime,
 settings and workspace dirs); JupyterLab's news and update checks are off.
@@ -8,13 +10,16 @@ settings and workspace dirs); JupyterLab's news and update checks are off.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import nbformat
 from playwright.sync_api import ConsoleMessage, Locator, Page, Route, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -38,6 +44,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+#: JupyterLab's own timing notes on a busy machine, about its plugins, not about any output
+SLOW_PLUGIN = re.compile(r"^Plugin \S+ \(with \d+ dependants?\) took [\d.]+ms to activate\.$")
 VIEWPORT = {"width": 1400, "height": 1000}
 
 
@@ -48,6 +56,7 @@ class Report:
     screenshots: list[str] = field(default_factory=list)
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
     console: list[str] = field(default_factory=list)
+    slow_plugins: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
     blocked_requests: list[str] = field(default_factory=list)
     request_count: int = 0
@@ -81,6 +90,18 @@ class Report:
             f"{len(failed)} of {len(self.checks)} checks failed: {failed}" if failed else "all ok"
         )
         return 0 if self.ok else 1
+
+
+def write_notebook(path: Path, kernel_name: str, sources: list[str]) -> None:
+    """A notebook of code cells ``sources`` saved for the jumper-proxy kernel ``kernel_name``."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": kernel_name,
+        "display_name": "Python 3 (jumper-proxy)",
+        "language": "python",
+    }
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+    nbformat.write(nb, path)
 
 
 def free_port(preferred: int) -> int:
@@ -187,7 +208,9 @@ def browser_page(report: Report) -> Iterator[Page]:
                 route.continue_()
 
         def console(msg: ConsoleMessage) -> None:
-            if msg.type in ("error", "warning"):
+            if msg.type == "warning" and SLOW_PLUGIN.match(msg.text):
+                report.slow_plugins.append(msg.text)
+            elif msg.type in ("error", "warning"):
                 report.console.append(f"{msg.type}: {msg.text}")
 
         context.route("**/*", only_local)
@@ -280,7 +303,53 @@ class Shooter:
         self.page.set_viewport_size(VIEWPORT)  # type: ignore[arg-type]
 
 
+def check_arguments(description: str, port: int) -> argparse.ArgumentParser:
+    """The command line every check shares: the output directory, JupyterLab's port, --keep."""
+    parser = argparse.ArgumentParser(description=description.split("\n", 1)[0])
+    parser.add_argument("out", type=Path, help="directory for the screenshots and report.json")
+    parser.add_argument("--port", type=int, default=port, help=f"JupyterLab's port ({port})")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (notebook, server log)"
+    )
+    return parser
+
+
 def prepare_out(out: Path) -> None:
+    if not Path(CHROMIUM).exists():
+        raise SystemExit(f"{CHROMIUM} is missing: apt-get install chromium")
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("[0-9][0-9]-*.png"):
         old.unlink()
+
+
+def run_in_lab(
+    args: argparse.Namespace,
+    kernel_name: str,
+    notebook: tuple[str, list[str]],
+    drive: Callable[[str, Path, Report], None],
+) -> int:
+    """One check: the ``notebook`` (name, cell sources) in ``work/nb``, JupyterLab on it with
+    a kernelspec ``kernel_name``, ``drive(url, work, report)``; the report written to
+    ``args.out`` whatever happens, and the exit code (1 when a check failed)."""
+    out: Path = args.out
+    prepare_out(out)
+    work = Path(tempfile.mkdtemp(prefix="jpcheck-"))
+    (work / "nb").mkdir()
+    name, sources = notebook
+    write_notebook(work / "nb" / name, kernel_name, sources)
+    report = Report()
+    try:
+        with jupyterlab(work, free_port(args.port), kernel_name) as base:
+            drive(base, work, report)
+    except Exception as exc:
+        report.check("the run completed", False, f"{type(exc).__name__}: {exc}")
+        log = work / "jupyterlab.log"
+        if log.exists():
+            print("---- JupyterLab log (tail) ----\n" + log.read_text(errors="replace")[-4000:])
+    finally:
+        report.write(out)
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return report.summary(out)

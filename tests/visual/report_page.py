@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lab import CHROMIUM, Report, Shooter, browser_page, prepare_out
+from lab import Report, Shooter, browser_page, prepare_out
 from screenshot_graphs import BOKEH_PROBE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,10 +27,7 @@ DEMO = ROOT / "examples" / "demo.ipynb"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("out", type=Path, help="directory for the screenshots and report.json")
-    args = parser.parse_args(argv)
-    if not Path(CHROMIUM).exists():
-        parser.error(f"{CHROMIUM} is missing: apt-get install chromium")
-    out: Path = args.out
+    out: Path = parser.parse_args(argv).out
     prepare_out(out)
     report = Report()
     try:

@@ -42,28 +42,23 @@ a check failed. ``--keep`` keeps the temporary directory (notebook, server log).
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import nbformat
 from lab import (
-    CHROMIUM,
     Report,
     Shooter,
     all_cells_ran,
     browser_page,
-    free_port,
-    jupyterlab,
+    check_arguments,
     kernel_status,
     open_notebook,
-    prepare_out,
     prompts,
+    run_in_lab,
     text_of,
     wait_for,
 )
@@ -165,17 +160,6 @@ TOOLTIP_PROBE = """() => {
   walk(document);
   return texts.filter((t) => t);
 }"""
-
-
-def write_notebook(path: Path) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": KERNEL_NAME,
-        "display_name": "Python 3 (jumper-proxy)",
-        "language": "python",
-    }
-    nb.cells = [nbformat.v4.new_code_cell(source) for _, source in CELLS]
-    nbformat.write(nb, path)
 
 
 # ---- the page --------------------------------------------------------------------------
@@ -419,40 +403,17 @@ SHUT_DOWN_SESSIONS = """async () => {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
-    parser.add_argument("out", type=Path, help="directory for the screenshots and report.json")
-    parser.add_argument("--port", type=int, default=8899, help="JupyterLab's port (8899)")
+    parser = check_arguments(__doc__ or "", 8899)
     parser.add_argument(
         "--timeout", type=float, default=180, help="seconds for all cells to finish (180)"
     )
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the temporary directory (notebook, server log)"
-    )
     args = parser.parse_args(argv)
-    if not Path(CHROMIUM).exists():
-        parser.error(f"{CHROMIUM} is missing: apt-get install chromium")
-
-    out: Path = args.out
-    prepare_out(out)
-    work = Path(tempfile.mkdtemp(prefix="jpvis-"))
-    (work / "nb").mkdir()
-    write_notebook(work / "nb" / NOTEBOOK)
-    report = Report()
-    try:
-        with jupyterlab(work, free_port(args.port), KERNEL_NAME) as base:
-            drive(base, work, out, report, args.timeout)
-    except Exception as exc:
-        report.check("the run completed", False, f"{type(exc).__name__}: {exc}")
-        log = work / "jupyterlab.log"
-        if log.exists():
-            print("---- JupyterLab log (tail) ----\n" + log.read_text(errors="replace")[-4000:])
-    finally:
-        report.write(out)
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    return report.summary(out)
+    return run_in_lab(
+        args,
+        KERNEL_NAME,
+        (NOTEBOOK, [source for _, source in CELLS]),
+        lambda base, work, report: drive(base, work, args.out, report, args.timeout),
+    )
 
 
 if __name__ == "__main__":
