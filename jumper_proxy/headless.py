@@ -30,7 +30,7 @@ import psutil
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from nbclient.exceptions import CellExecutionError, DeadKernelError
 
 from jumper_proxy.config import UpstreamSpec
 from jumper_proxy.errors import ConfigurationError, UpstreamError
@@ -201,10 +201,6 @@ async def _execute(
                 error = f"Cell {tracker.current} did not finish within {timeout} s."
             else:
                 error = f"Cell {tracker.current} raised {exc.ename}: {exc.evalue}"
-        except CellTimeoutError:  # no output after the interrupt either
-            tracker.stopped("timeout")
-            error = f"Cell {tracker.current} did not finish within {timeout} s."
-            kernel_gone = True
         except DeadKernelError:
             tracker.stopped("dead")
             error = f"The kernel died while running cell {tracker.current}."

@@ -80,7 +80,7 @@ class Progress:
         self._record(cell_index, status, wall)
 
     def stopped(self, status: str) -> None:
-        """The current cell ended without an execute reply (timeout, dead kernel)."""
+        """The current cell ended without an execute reply (the kernel died)."""
         if self.current is not None and all(c.index != self.current for c in self.cells):
             self._record(self.current, status, None)
 
