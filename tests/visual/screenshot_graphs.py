@@ -42,6 +42,7 @@ a check failed. ``--keep`` keeps the temporary directory (notebook, server log).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -199,7 +200,13 @@ def check_graph(page: Page, label: str, report: Report, when: str = "") -> None:
     figures, lines = GRAPH_CELLS[label]
     out = output(page, label)
     out.scroll_into_view_if_needed()
-    page.wait_for_timeout(300)
+
+    def drawn_in_full() -> bool:
+        shown = out.evaluate(BOKEH_PROBE)["figures"]
+        return len([f for f in shown if f[0] > 300 and f[1] > 150]) >= figures
+
+    with contextlib.suppress(TimeoutError):  # what is missing then, the checks below say
+        wait_for(page, f"{label} to be drawn", drawn_in_full, 30)
     probe: dict[str, Any] = out.evaluate(BOKEH_PROBE)
     views: dict[str, int] = probe["views"]
     summary = text_of(out.locator("pre.jumper-summary"))
@@ -361,9 +368,17 @@ def without_the_carrier(page: Page, base: str, path: Path, shoot: Shooter, repor
 
 
 def save(page: Page, path: Path) -> None:
+    """Save from the toolbar; done when the server has answered (JupyterLab then marks the
+    tab clean), not when the file changes: the server writes it in place."""
     before = path.stat().st_mtime_ns
+    dirty = page.locator(".lm-TabBar-tab.jp-mod-current.jp-mod-dirty")
     page.locator(".jp-NotebookPanel-toolbar [data-command='docmanager:save']").first.click()
-    wait_for(page, "the notebook to be saved", lambda: path.stat().st_mtime_ns != before, 30)
+    wait_for(
+        page,
+        "the notebook to be saved",
+        lambda: path.stat().st_mtime_ns != before and dirty.count() == 0,
+        30,
+    )
 
 
 def save_and_check_sizes(page: Page, path: Path, report: Report) -> None:
