@@ -45,7 +45,9 @@ CHROMIUM_ARGS = [
 ]
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 #: JupyterLab's own timing notes on a busy machine, about its plugins, not about any output
-SLOW_PLUGIN = re.compile(r"^Plugin \S+ \(with \d+ dependants?\) took [\d.]+ms to activate\.$")
+SLOW_PLUGIN = re.compile(
+    r"^Plugin \S+ (\(with \d+ dependants?\) took [\d.]+ms|is taking too long) to activate\.$"
+)
 VIEWPORT = {"width": 1400, "height": 1000}
 
 
