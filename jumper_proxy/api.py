@@ -133,7 +133,8 @@ class MagicContext:
 
     ``run_hidden`` runs code silently in the user's kernel (see :data:`RunHidden`);
     ``interrupted`` is set when the user interrupts the cell or the kernel dies under it;
-    ``request`` is the execute_request's content; ``execution_count`` the cell's number.
+    ``request`` is the execute_request's content; ``execution_count`` the cell's number;
+    ``cell_id`` the notebook cell it came from (the request's ``cellId`` metadata), if known.
     """
 
     out: OutputSink
@@ -142,6 +143,7 @@ class MagicContext:
     interrupted: asyncio.Event = field(default_factory=asyncio.Event)
     request: dict[str, Any] = field(default_factory=dict)
     execution_count: int | None = None
+    cell_id: str | None = None
 
 
 Handler = Callable[[MagicContext, str, str], Awaitable[None]]

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,15 @@ from jumper_proxy.errors import ConfigurationError, JumperError
 DEFAULT_NAME = "jumper-proxy"
 
 UPSTREAM_TRANSPORTS = ("tcp", "ipc")
+
+_upstream_args = click.option(
+    "--upstream-arg",
+    "upstream_args",
+    multiple=True,
+    metavar="ARG",
+    help="Argument the wrapped kernel is started with (repeatable), e.g. "
+    "--upstream-arg=--HistoryManager.hist_file=:memory:",
+)
 
 
 class _Group(click.Group):
@@ -60,6 +70,7 @@ def _configure_logging(level: int) -> None:
     metavar="PATH",
     help="Python interpreter (with ipykernel) to run the wrapped kernel with.",
 )
+@_upstream_args
 @click.option(
     "-f",
     "connection_file",
@@ -81,6 +92,7 @@ def main(
     ctx: click.Context,
     upstream: str | None,
     upstream_python: str | None,
+    upstream_args: tuple[str, ...],
     connection_file: Path | None,
     upstream_transport: str,
     debug: bool,
@@ -99,6 +111,7 @@ def main(
             for flag, value in (
                 ("--upstream", upstream),
                 ("--upstream-python", upstream_python),
+                ("--upstream-arg", upstream_args or None),
                 ("-f", connection_file),
             )
             if value is not None
@@ -120,7 +133,7 @@ def main(
 
     config = ProxyConfig(
         connection_file=connection_file.resolve(),
-        upstream=upstream_spec(upstream, upstream_python),
+        upstream=replace(upstream_spec(upstream, upstream_python), args=upstream_args),
         debug=debug,
         upstream_transport=upstream_transport,
     )
@@ -153,6 +166,7 @@ def _parse_env(
 @click.option("--display-name", metavar="TEXT", help="Name shown in the launcher.")
 @click.option("--upstream", metavar="KERNELSPEC", help="Kernelspec to wrap [default: python3].")
 @click.option("--upstream-python", metavar="PATH", help="Python interpreter to wrap.")
+@_upstream_args
 @click.option(
     "--env",
     "env",
@@ -169,12 +183,13 @@ def install(
     display_name: str | None,
     upstream: str | None,
     upstream_python: str | None,
+    upstream_args: tuple[str, ...],
     env: dict[str, str],
 ) -> None:
     """Install a kernelspec that starts jumper-proxy with this Python."""
     from jumper_proxy.kernelspec import install_kernelspec, resolve_upstream
 
-    spec = resolve_upstream(upstream, upstream_python)
+    spec = resolve_upstream(upstream, upstream_python, upstream_args)
     destination = install_kernelspec(
         user=user,
         prefix=prefix,
@@ -192,12 +207,14 @@ def install(
 
 def _python_magics_note(spec: UpstreamSpec) -> str | None:
     """A note naming the magics a kernel that is not IPython will not have, or ``None``."""
+    from jumper_proxy.kernelspec import is_ipython_upstream
     from jumper_proxy.launch import command_for
 
-    command = command_for(spec)
-    if any("ipykernel" in arg for arg in command.argv):
+    if is_ipython_upstream(spec):
         return None
     from jumper_proxy.magics.registry import build_table
+
+    command = command_for(spec)
 
     names = ", ".join(f"%%{m.name}" for m in build_table().all() if m.needs_python)
     language = command.language or "another language"
@@ -248,13 +265,21 @@ def uninstall(name: str) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the per-cell table as JSON.",
 )
+@click.option(
+    "--html",
+    "html_path",
+    metavar="REPORT.html",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write a self-contained HTML report: the table and every cell's graphs.",
+)
 @click.option("--upstream", metavar="KERNELSPEC", help="Kernelspec to wrap.")
 @click.option("--upstream-python", metavar="PATH", help="Python interpreter to wrap.")
+@_upstream_args
 @click.option(
     "--timeout",
     type=click.IntRange(min=1),
     metavar="SECONDS",
-    help="Per-cell time limit [default: none].",
+    help="Per-cell time limit; a cell running longer is interrupted [default: none].",
 )
 @click.option("--allow-errors", is_flag=True, help="Keep running after a cell fails.")
 @click.pass_obj
@@ -263,31 +288,35 @@ def run(
     notebook: Path,
     output: Path | None,
     json_path: Path | None,
+    html_path: Path | None,
     upstream: str | None,
     upstream_python: str | None,
+    upstream_args: tuple[str, ...],
     timeout: int | None,
     allow_errors: bool,
 ) -> None:
     """Execute NOTEBOOK headless through jumper-proxy and print per-cell performance.
 
     Without --upstream/--upstream-python the notebook's own kernel is wrapped (what a
-    jumper-proxy kernelspec of that name wraps), or python3. Progress goes to stderr, the
-    table to stdout.
+    jumper-proxy kernelspec of that name wraps), or python3. Progress goes to stderr (on a
+    terminal with a live line while a cell runs), the table to stdout; the executed notebook
+    keeps each cell's figures in its metadata.jumper.
     """
     from jumper_proxy.headless import default_output, read_notebook, run_notebook
     from jumper_proxy.kernelspec import resolve_upstream, upstream_for_notebook
-    from jumper_proxy.report import build_rows, format_table, rows_to_json
+    from jumper_proxy.report import format_table, rows_to_json
 
     if upstream is None and upstream_python is None:
         saved_with = read_notebook(notebook).metadata.get("kernelspec", {}).get("name")
         spec = upstream_for_notebook(saved_with)
+        if upstream_args:
+            spec = replace(spec, args=(*spec.args, *upstream_args))
     else:
-        spec = resolve_upstream(upstream, upstream_python)
+        spec = resolve_upstream(upstream, upstream_python, upstream_args)
     destination = output if output is not None else default_output(notebook)
-    if json_path is not None and not json_path.parent.is_dir():
-        raise ConfigurationError(
-            f"Cannot write {json_path}: {json_path.parent} is not a directory."
-        )
+    for path in (json_path, html_path):
+        if path is not None and not path.parent.is_dir():
+            raise ConfigurationError(f"Cannot write {path}: {path.parent} is not a directory.")
     click.echo(f"Running {notebook} through jumper-proxy, wrapping {spec.describe()}", err=True)
     result = run_notebook(
         notebook,
@@ -297,16 +326,32 @@ def run(
         allow_errors=allow_errors,
         debug=options.debug,
         progress=lambda line: click.echo(line, err=True),
+        status=_status_line if sys.stderr.isatty() else None,
     )
     click.echo(f"Saved the executed notebook to {destination}", err=True)
     if result.records is None:
         click.echo("The kernel sent no perf data; perf columns are empty.", err=True)
-    rows = build_rows(result.cells, result.records)
-    click.echo(format_table(rows))
+    click.echo(format_table(result.rows))
     if json_path is not None:
-        try:
-            json_path.write_text(json.dumps(rows_to_json(rows), indent=1) + "\n")
-        except OSError as exc:
-            raise ConfigurationError(f"Cannot write {json_path}: {exc.strerror}.") from None
+        _write(json_path, json.dumps(rows_to_json(result.rows), indent=1) + "\n")
+    if html_path is not None:
+        from jumper_proxy.html_report import report_html
+
+        _write(html_path, report_html(notebook.name, result.rows, result.records or []))
+        click.echo(f"Wrote the report to {html_path}", err=True)
     if result.error is not None:
         raise click.ClickException(result.error)
+
+
+def _status_line(text: str) -> None:
+    """Rewrite the terminal's last line with ``text`` (cut to the terminal's width)."""
+    width = shutil.get_terminal_size().columns - 1
+    sys.stderr.write("\r\x1b[K" + text[:width])
+    sys.stderr.flush()
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"Cannot write {path}: {exc.strerror}.") from None

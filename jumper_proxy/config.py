@@ -12,11 +12,13 @@ class UpstreamSpec:
 
     Exactly one of ``kernel_name`` and ``python`` is set. ``python`` is an absolute path to an
     interpreter whose environment has ipykernel; it is started as
-    ``PYTHON -m ipykernel_launcher -f CONNECTION_FILE``.
+    ``PYTHON -m ipykernel_launcher -f CONNECTION_FILE``. ``args`` are appended to the kernel's
+    command line (``--HistoryManager.hist_file=:memory:``, for example).
     """
 
     kernel_name: str | None = None
     python: str | None = None
+    args: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return self.python if self.python is not None else f"kernelspec {self.kernel_name!r}"

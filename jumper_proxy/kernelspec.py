@@ -2,7 +2,10 @@
 removing the kernelspecs that start the proxy.
 
 A jumper-proxy kernelspec is recognised by the ``jumper_proxy`` key in its ``metadata``; that key
-also records the upstream (``{"kernel_name": ...}`` or ``{"python": ...}``).
+also records the upstream (``{"kernel_name": ...}`` or ``{"python": ...}``, with ``"args"`` when
+arguments are forwarded to it). Kernelspec directories are written readable by everyone, as
+ipykernel writes its own (within the umask), so a ``--sys-prefix`` or ``--prefix`` install serves
+every user of a JupyterHub; the logos are shipped inside the package.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +27,19 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jumper_proxy import __version__
 from jumper_proxy.config import UpstreamSpec
 from jumper_proxy.errors import ConfigurationError
-from jumper_proxy.launch import METADATA_KEY
+from jumper_proxy.launch import METADATA_KEY, command_for
 
 DEFAULT_NAME = "jumper-proxy"
 DEFAULT_UPSTREAM = "python3"
-#: the logos copied into every kernelspec, looked up beside the package (a source checkout)
-LOGO_DIR = Path(__file__).resolve().parent.parent / "kernelspec"
+#: the logos copied into every kernelspec, package data in ``jumper_proxy/resources``
 LOGO_FILES = ("logo-32x32.png", "logo-64x64.png")
 #: how long an interpreter may take to ``import ipykernel`` before we give up on it
 IMPORT_CHECK_TIMEOUT = 30.0
+#: asks an interpreter whether the kernelspec its ipykernel writes declares the debugger
+_DEBUGGER_PROBE = (
+    "from ipykernel.kernelspec import get_kernel_dict\n"
+    "print(get_kernel_dict().get('metadata', {}).get('debugger') is True)"
+)
 
 
 @dataclass(frozen=True)
@@ -45,20 +53,24 @@ class InstalledKernelspec:
     upstream: UpstreamSpec | None
 
 
-def resolve_upstream(kernel_name: str | None, python: str | None) -> UpstreamSpec:
+def resolve_upstream(
+    kernel_name: str | None, python: str | None, args: Sequence[str] = ()
+) -> UpstreamSpec:
     """Check the user's choice of upstream and return it; ``python3`` when neither is given.
 
     A kernelspec must exist and must not be a jumper-proxy kernelspec itself. An interpreter
     is looked up on ``PATH`` when given without a directory, made absolute (symlinks are kept:
-    a virtualenv's ``python`` is one) and must be able to ``import ipykernel``.
+    a virtualenv's ``python`` is one) and must be able to ``import ipykernel``. ``args`` are
+    passed to the upstream kernel after its own command line.
     """
     if kernel_name is not None and python is not None:
         raise ConfigurationError(
             "Choose one upstream: --upstream KERNELSPEC or --upstream-python PATH, not both."
         )
     if python is not None:
-        return UpstreamSpec(python=_check_interpreter(python))
-    return UpstreamSpec(kernel_name=_check_kernel_name(kernel_name or DEFAULT_UPSTREAM))
+        return UpstreamSpec(python=_check_interpreter(python), args=tuple(args))
+    name = _check_kernel_name(kernel_name or DEFAULT_UPSTREAM)
+    return UpstreamSpec(kernel_name=name, args=tuple(args))
 
 
 def _check_kernel_name(name: str) -> str:
@@ -119,8 +131,9 @@ def _check_interpreter(python: str) -> str:
 
 def upstream_for_notebook(kernel_name: str | None) -> UpstreamSpec:
     """The upstream for a notebook saved with kernelspec ``kernel_name``, checked as
-    :func:`resolve_upstream` checks it: what a jumper-proxy kernelspec of that name wraps,
-    the kernelspec itself if it is another installed one, else ``python3``."""
+    :func:`resolve_upstream` checks it: what a jumper-proxy kernelspec of that name wraps
+    (with the arguments it forwards), the kernelspec itself if it is another installed one,
+    else ``python3``."""
     if kernel_name:
         try:
             spec = KernelSpecManager().get_kernel_spec(kernel_name)
@@ -129,7 +142,7 @@ def upstream_for_notebook(kernel_name: str | None) -> UpstreamSpec:
         if spec is not None:
             wrapped = upstream_from_metadata(spec.metadata)
             if wrapped is not None:
-                return resolve_upstream(wrapped.kernel_name, wrapped.python)
+                return resolve_upstream(wrapped.kernel_name, wrapped.python, wrapped.args)
             if METADATA_KEY not in spec.metadata:
                 return resolve_upstream(kernel_name, None)
     return resolve_upstream(None, None)
@@ -144,11 +157,25 @@ def upstream_from_metadata(metadata: Mapping[str, Any]) -> UpstreamSpec | None:
     if not isinstance(upstream, Mapping):
         return None
     kernel_name, python = upstream.get("kernel_name"), upstream.get("python")
+    args = upstream.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
+        return None
     if isinstance(kernel_name, str) and python is None:
-        return UpstreamSpec(kernel_name=kernel_name)
+        return UpstreamSpec(kernel_name=kernel_name, args=tuple(args))
     if isinstance(python, str) and kernel_name is None:
-        return UpstreamSpec(python=python)
+        return UpstreamSpec(python=python, args=tuple(args))
     return None
+
+
+def is_ipython_upstream(upstream: UpstreamSpec) -> bool:
+    """Whether the upstream is ipykernel (so IPython's options such as
+    ``--HistoryManager.hist_file`` apply and its magics run Python): its command, as the
+    proxy will start it, runs ipykernel. ``False`` for an upstream that cannot be found."""
+    try:
+        command = command_for(upstream)
+    except ConfigurationError:
+        return False
+    return any("ipykernel" in part for part in command.argv)
 
 
 def kernel_argv(upstream: UpstreamSpec, *, debug: bool = False) -> list[str]:
@@ -157,6 +184,8 @@ def kernel_argv(upstream: UpstreamSpec, *, debug: bool = False) -> list[str]:
         choice = ["--upstream-python", upstream.python]
     else:
         choice = ["--upstream", upstream.kernel_name or DEFAULT_UPSTREAM]
+    # one token each, so that an argument that starts with "--" stays the option's value
+    choice += [f"--upstream-arg={arg}" for arg in upstream.args]
     flags = ["--debug"] if debug else []
     return [sys.executable, "-m", "jumper_proxy", *flags, *choice, "-f", "{connection_file}"]
 
@@ -168,11 +197,18 @@ def kernel_json(
     env: Mapping[str, str] | None = None,
     debug: bool = False,
 ) -> dict[str, Any]:
-    """The content of ``kernel.json`` for a proxy wrapping ``upstream``."""
+    """The content of ``kernel.json`` for a proxy wrapping ``upstream``.
+
+    ``metadata.debugger`` (which JupyterLab reads to offer its debugger) is set when the
+    upstream declares it: a kernelspec in its own metadata, an interpreter in the kernelspec
+    its ipykernel would write.
+    """
+    recorded: dict[str, Any]
     if upstream.python is not None:
         language = "python"
         default_display = f"Python [{_environment_name(upstream.python)}] (jumper-proxy)"
-        recorded: dict[str, str] = {"python": upstream.python}
+        recorded = {"python": upstream.python}
+        debugger = _interpreter_declares_debugger(upstream.python)
     else:
         name = upstream.kernel_name or DEFAULT_UPSTREAM
         try:
@@ -183,16 +219,37 @@ def kernel_json(
         shown = spec.display_name.removesuffix(" (ipykernel)") or name
         default_display = f"{shown} (jumper-proxy)"
         recorded = {"kernel_name": name}
+        debugger = spec.metadata.get("debugger") is True
+    if upstream.args:
+        recorded["args"] = list(upstream.args)
+    metadata: dict[str, Any] = {METADATA_KEY: {"upstream": recorded, "version": __version__}}
+    if debugger:
+        metadata["debugger"] = True
     content: dict[str, Any] = {
         "argv": kernel_argv(upstream, debug=debug),
         "display_name": display_name or default_display,
         "language": language,
         "interrupt_mode": "message",
-        "metadata": {METADATA_KEY: {"upstream": recorded, "version": __version__}},
+        "metadata": metadata,
     }
     if env:
         content["env"] = dict(env)
     return content
+
+
+def _interpreter_declares_debugger(python: str) -> bool:
+    try:
+        result = subprocess.run(
+            [python, "-c", _DEBUGGER_PROBE],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=IMPORT_CHECK_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0 and result.stdout.strip() == "True"
 
 
 def _environment_name(python: str) -> str:
@@ -207,10 +264,9 @@ def _environment_name(python: str) -> str:
 def write_kernelspec(directory: Path, content: Mapping[str, Any]) -> None:
     """Write ``kernel.json`` and the logos into ``directory`` (which must exist)."""
     (directory / "kernel.json").write_text(json.dumps(content, indent=1) + "\n")
+    resources = files("jumper_proxy").joinpath("resources")
     for logo in LOGO_FILES:
-        source = LOGO_DIR / logo
-        if source.is_file():
-            shutil.copyfile(source, directory / logo)
+        (directory / logo).write_bytes(resources.joinpath(logo).read_bytes())
 
 
 def install_kernelspec(
@@ -239,11 +295,15 @@ def install_kernelspec(
     if sys_prefix:
         prefix = sys.prefix
     content = kernel_json(upstream, display_name=display_name, env=env)
-    with tempfile.TemporaryDirectory(prefix="jumper-proxy-kernelspec-") as staging:
-        write_kernelspec(Path(staging), content)
+    with tempfile.TemporaryDirectory(prefix="jumper-proxy-kernelspec-") as private:
+        # The directory is copied with its mode: not the 0700 of a temporary directory, but
+        # what a new directory gets (0755 with the usual umask), as with ipykernel's.
+        staging = Path(private) / "kernelspec"
+        staging.mkdir()
+        write_kernelspec(staging, content)
         try:
             destination = KernelSpecManager().install_kernel_spec(
-                staging, name.lower(), user=user, prefix=prefix
+                str(staging), name.lower(), user=user, prefix=prefix
             )
         except OSError as exc:
             where = exc.filename or "the kernelspec directory"

@@ -24,7 +24,7 @@ import socket
 import string
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,8 @@ def command_for(spec: UpstreamSpec) -> KernelCommand:
                 "starts its kernels as local processes."
             )
         command = found
+    if spec.args:  # the upstream arguments, after its own command line
+        command = replace(command, argv=[*command.argv, *spec.args])
     return command
 
 

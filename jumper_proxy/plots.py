@@ -2,32 +2,27 @@
 
 Pure functions of :class:`~jumper_proxy.monitor.store.CellRecord` values. Every graph bundle
 holds ``text/html`` (an interactive bokeh graph) and ``text/plain`` (the summary). The HTML
-is self-contained: BokehJS is embedded inline in each output and evaluated only once per page,
-so graphs render without network access, without any frontend extension, in saved notebooks
-and in HTML exports, at the price of about 1.3 MB per graph output.
+draws without network access and without any frontend extension, in saved notebooks and in
+HTML exports: BokehJS comes inline with the first graph output of a kernel session, and later
+outputs use it (:mod:`jumper_proxy.embed`).
 """
 
 from __future__ import annotations
 
-import functools
 import html
-import json
 import math
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bokeh import __version__ as BOKEH_VERSION
-from bokeh.embed import json_item
 from bokeh.layouts import gridplot
 from bokeh.models import DataRange1d, HoverTool, LayoutDOM, Range1d
 from bokeh.models.annotations import BoxAnnotation, Label, Span
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
-from bokeh.resources import Resources
 
+from jumper_proxy.embed import SESSION_BOKEHJS, BokehJSCarrier, layout_html
 from jumper_proxy.errors import MagicError
 from jumper_proxy.monitor.store import METRICS, CellRecord, interval_mean, sample_count
 
@@ -182,9 +177,18 @@ def graph_layout(
 
 
 def graph_bundle(
-    records: list[CellRecord], metrics: list[str] | None = None, *, timeline: bool = False
+    records: list[CellRecord],
+    metrics: list[str] | None = None,
+    *,
+    timeline: bool = False,
+    carrier: BokehJSCarrier | None = SESSION_BOKEHJS,
+    cell_id: str | None = None,
 ) -> dict[str, Any]:
-    """A MIME bundle: the interactive graph of ``records`` and their text summary."""
+    """A MIME bundle: the interactive graph of ``records`` and their text summary.
+
+    ``carrier`` decides whether BokehJS comes with it, for the output of notebook cell
+    ``cell_id`` (:func:`jumper_proxy.embed.layout_html`).
+    """
     layout = graph_layout(records, metrics, timeline=timeline)
     text = "\n\n".join(summary_text(r) for r in records)
     if timeline and len(records) > 1:
@@ -195,7 +199,7 @@ def graph_bundle(
         text += f"\n\nNo data for {', '.join(missing)}."
     parts = [f'<pre class="jumper-summary">{html.escape(text)}</pre>']
     if layout is not None:
-        parts.append(_embed(layout))
+        parts.append(layout_html(layout, carrier, cell_id))
     return {"text/html": "\n".join(parts), "text/plain": text}
 
 
@@ -315,19 +319,74 @@ def _mark_cells(fig: Any, records: Sequence[CellRecord], offsets: list[float], l
                 line_width=1,
             )
         )
-        if label:
-            fig.add_layout(
-                Label(
-                    name=f"cell {record.index}",
-                    x=offset,
-                    y=4,
-                    y_units="screen",
-                    x_offset=3,
-                    text=f"#{record.index}",
-                    text_font_size="9pt",
-                    text_color="#444444",
-                )
+    if not label:
+        return
+    span = max(_end(r) + o for r, o in zip(records, offsets, strict=True))
+    for x, text, right in timeline_labels([r.index for r in records], offsets, span):
+        fig.add_layout(
+            Label(
+                name=f"cell {text}",
+                x=x,
+                y=4,
+                y_units="screen",
+                x_offset=-3 if right else 3,
+                text=text,
+                text_align="right" if right else "left",
+                text_font_size=f"{_LABEL_FONT_PX}px",
+                text_color="#444444",
             )
+        )
+
+
+#: the narrowest plot area the timeline's labels are laid out for: on wider plots (and when
+#: zoomed in) they are further apart
+_LABEL_PLOT_PX = 480
+_LABEL_FONT_PX = 12
+_LABEL_CHAR_PX = 7.5  # a digit, "#" or an en dash at 12 px, with room to spare
+_LABEL_GAP_PX = 8
+
+
+def timeline_labels(
+    indices: Sequence[int], offsets: Sequence[float], span: float
+) -> list[tuple[float, str, bool]]:
+    """The cell labels of a timeline, as ``(x, text, right_aligned)``, that never overlap on a
+    plot at least ``_LABEL_PLOT_PX`` wide: a cell starting too close to the label before it
+    joins that label, which then names a range of cells (``#3`` to ``#7``, written with an en
+    dash). The last label, if it would run past the end of the axis, is drawn leftwards from
+    the end (joining the one before if they would meet)."""
+    px = _LABEL_PLOT_PX / span if span > 0 else 0.0
+
+    def width(first: int, last: int) -> float:
+        return 3 + len(_label_text(first, last)) * _LABEL_CHAR_PX
+
+    groups: list[tuple[float, int, int]] = []  # (x, first index, last index)
+    for index, x in zip(indices, offsets, strict=True):
+        if groups:
+            start, first, last = groups[-1]
+            if (x - start) * px < width(first, last) + _LABEL_GAP_PX:
+                groups[-1] = (start, first, index)
+                continue
+        groups.append((x, index, index))
+    right = False
+    while groups:
+        x, first, last = groups[-1]
+        right = (span - x) * px < width(first, last) <= span * px
+        if not right or len(groups) == 1:
+            break
+        before_x, before_first, before_last = groups[-2]
+        if span * px - width(first, last) >= (
+            before_x * px + width(before_first, before_last) + _LABEL_GAP_PX
+        ):
+            break
+        groups[-2:] = [(before_x, before_first, last)]
+    labels = [(x, _label_text(first, last), False) for x, first, last in groups]
+    if right and labels:
+        labels[-1] = (span, labels[-1][1], True)
+    return labels
+
+
+def _label_text(first: int, last: int) -> str:
+    return f"#{first}" if first == last else f"#{first}\u2013{last}"
 
 
 def _per_item(xs: list[float], rows: list[list[float]]) -> list[tuple[list[float], list[float]]]:
@@ -367,33 +426,3 @@ def _scale(values: list[float], unit: str) -> tuple[float, str]:
 def _bytes(value: float) -> str:
     scale, unit = _scale([value], "bytes")
     return f"{value:.0f} B" if unit == "B" else f"{value / scale:.1f} {unit}"
-
-
-def _embed(layout: LayoutDOM) -> str:
-    """The layout as HTML: BokehJS (evaluated once per page), a target div, the embed call."""
-    target = f"jumper-{uuid.uuid4().hex}"
-    item = json.dumps(json_item(layout)).replace("</", "<\\/")
-    hint = "The interactive graph appears when the notebook is trusted and its JavaScript runs."
-    return (
-        f'<div id="{target}-hint" style="color:#888;font-size:small">{hint}</div>\n'
-        f'<div id="{target}"></div>\n'
-        f'<script type="text/javascript">{_bokehjs_loader()}</script>\n'
-        '<script type="text/javascript">(function () {\n'
-        f'  var hint = document.getElementById("{target}-hint");\n'
-        "  if (hint) { hint.remove(); }\n"
-        f'  var bokeh = window.Bokeh["{BOKEH_VERSION}"] || window.Bokeh;\n'
-        f'  bokeh.embed.embed_item({item}, "{target}");\n'
-        "})();</script>"
-    )
-
-
-@functools.cache
-def _bokehjs_loader() -> str:
-    """BokehJS inline, evaluated only where this BokehJS version is not loaded yet."""
-    source = Resources(mode="inline", components=["bokeh"]).js_raw[0]
-    # "</script" would end the script element; in BokehJS it can only be inside a string.
-    source = re.sub(r"</(script)", r"<\\/\1", source, flags=re.IGNORECASE)
-    return (
-        f'if (!(window.Bokeh && window.Bokeh["{BOKEH_VERSION}"])) {{\n'
-        f"(function () {{\n{source}\n}}).call(window);\n}}"
-    )

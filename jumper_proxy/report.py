@@ -1,9 +1,12 @@
 """The per-cell performance table of ``jumper-proxy run``: pure functions from executed cells
-and the proxy's perf records to table rows, text and JSON.
+and the proxy's perf records to table rows, text, JSON and each cell's ``metadata.jumper``.
 
 Perf records are the ``records`` of a ``jumper_perfdata_reply``. Each record is matched to an
 executed cell by its code, in execution order (a record the proxy did not keep leaves its cell's
-perf columns empty). The sampled series are summarised per cell:
+perf columns empty). A row names the cell twice: ``index`` is its position in the notebook
+(0-based, counting every cell), ``run_index`` the index the proxy's magics know it by (0-based,
+in the order cells were monitored; ``None`` for a cell the proxy answered itself). The sampled
+series are summarised per cell:
 
 - CPU %: mean and maximum of ``cpu_percent`` (the kernel's process tree, so above 100 when
   several cores are busy);
@@ -12,11 +15,15 @@ perf columns empty). The sampled series are summarised per cell:
   the bytes of the cell are the sum of their increases between samples (a drop, when a process
   of the tree exits, is not counted as negative I/O);
 - GPU: maximum utilisation over devices and samples, and peak memory summed over devices.
+
+A record's ``tags`` (what kind of work the cell did), where the proxy gives them, are passed on
+as they are.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -42,6 +49,7 @@ class CellRow:
     """One row of the table; ``None`` means no data."""
 
     index: int
+    run_index: int | None
     status: str
     wall_s: float | None
     cpu_percent_mean: float | None
@@ -52,6 +60,8 @@ class CellRow:
     gpu_util_percent_max: float | None
     gpu_memory_peak_bytes: int | None
     code: str
+    #: the record's ``tags`` as the proxy gave them; ``None`` when it gave none
+    tags: Any = None
 
 
 def wall_time_from_metadata(execution: Mapping[str, Any]) -> float | None:
@@ -102,6 +112,7 @@ def _match_records(
 def _row(cell: ExecutedCell, record: Mapping[str, Any] | None) -> CellRow:
     samples: Mapping[str, Any] = {}
     wall_s = cell.wall_s
+    run_index = None
     if record is not None:
         duration = record.get("duration")
         if isinstance(duration, int | float) and math.isfinite(duration):
@@ -109,6 +120,8 @@ def _row(cell: ExecutedCell, record: Mapping[str, Any] | None) -> CellRow:
         recorded = record.get("samples")
         if isinstance(recorded, Mapping):
             samples = recorded
+        index = record.get("index")
+        run_index = index if isinstance(index, int) and not isinstance(index, bool) else None
     cpu = _numbers(samples.get("cpu_percent"))
     times = _numbers(samples.get("time_s"))
     memory = _numbers(samples.get("memory_rss_bytes"))
@@ -116,6 +129,7 @@ def _row(cell: ExecutedCell, record: Mapping[str, Any] | None) -> CellRow:
     gpu_memory = [sum(row) for row in _device_rows(samples.get("gpu_memory_bytes")) if row]
     return CellRow(
         index=cell.index,
+        run_index=run_index,
         status=cell.status,
         wall_s=wall_s,
         cpu_percent_mean=_mean(times, cpu),
@@ -126,6 +140,7 @@ def _row(cell: ExecutedCell, record: Mapping[str, Any] | None) -> CellRow:
         gpu_util_percent_max=max(gpu_util) if gpu_util else None,
         gpu_memory_peak_bytes=int(max(gpu_memory)) if gpu_memory else None,
         code=_first_line(cell.source),
+        tags=record.get("tags") if record is not None else None,
     )
 
 
@@ -186,17 +201,32 @@ def has_gpu(rows: Iterable[CellRow]) -> bool:
     )
 
 
-def format_table(rows: Sequence[CellRow]) -> str:
-    """The rows as an aligned text table with a header line; GPU columns only if any."""
+def format_tags(tags: Any) -> str:
+    """A record's tags in one short line: a list joined with commas, anything else as JSON."""
+    if tags is None:
+        return "-"
+    if isinstance(tags, list | tuple):
+        return ", ".join(str(tag) for tag in tags) or "-"
+    return tags if isinstance(tags, str) else json.dumps(tags, sort_keys=True)
+
+
+def table_cells(rows: Sequence[CellRow]) -> tuple[list[str], list[list[str]]]:
+    """The table's header and its rows as text; GPU and tag columns only if any row has
+    them. ``cell`` is the notebook position, ``run`` the magics' index."""
     gpu = has_gpu(rows)
-    header = ["cell", "status", "wall s", "CPU% mean", "CPU% max", "peak mem", "read", "written"]
+    tagged = any(row.tags is not None for row in rows)
+    header = ["cell", "run", "status", "wall s", "CPU% mean", "CPU% max", "peak mem", "read"]
+    header.append("written")
     if gpu:
         header += ["GPU% max", "GPU mem"]
+    if tagged:
+        header.append("tags")
     header.append("code")
-    table = [header]
+    lines = []
     for row in rows:
         cells = [
             str(row.index),
+            "-" if row.run_index is None else str(row.run_index),
             row.status,
             _number(row.wall_s, 2),
             _number(row.cpu_percent_mean, 1),
@@ -207,14 +237,26 @@ def format_table(rows: Sequence[CellRow]) -> str:
         ]
         if gpu:
             cells += [_number(row.gpu_util_percent_max, 1), format_bytes(row.gpu_memory_peak_bytes)]
+        if tagged:
+            cells.append(format_tags(row.tags))
         cells.append(row.code)
-        table.append(cells)
+        lines.append(cells)
+    return header, lines
+
+
+#: columns of :func:`table_cells` that hold text (left-aligned); the others are numbers
+TEXT_COLUMNS = frozenset({"status", "tags", "code"})
+
+
+def format_table(rows: Sequence[CellRow]) -> str:
+    """The rows as an aligned text table with a header line (see :func:`table_cells`)."""
+    header, body = table_cells(rows)
+    table = [header, *body]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    left = {1, len(header) - 1}
     lines = []
     for line in table:
         parts = [
-            text.ljust(width) if i in left else text.rjust(width)
+            text.ljust(width) if header[i] in TEXT_COLUMNS else text.rjust(width)
             for i, (text, width) in enumerate(zip(line, widths, strict=True))
         ]
         lines.append("  ".join(parts).rstrip())
@@ -222,5 +264,25 @@ def format_table(rows: Sequence[CellRow]) -> str:
 
 
 def rows_to_json(rows: Sequence[CellRow]) -> list[dict[str, Any]]:
-    """The rows as JSON-ready dicts, raw numbers (seconds, percent, bytes) and ``null``."""
-    return [asdict(row) for row in rows]
+    """The rows as JSON-ready dicts, raw numbers (seconds, percent, bytes) and ``null``;
+    ``tags`` only where the proxy gave them."""
+    return [_without_missing_tags(asdict(row)) for row in rows]
+
+
+def cell_metadata(row: CellRow) -> dict[str, Any]:
+    """The perf summary of one cell for its ``metadata.jumper`` in the executed notebook: the
+    row without what the cell itself says (its position and code) and without the figures
+    that are not known, numbers rounded to what they can tell."""
+    summary = asdict(row)
+    del summary["index"], summary["code"]
+    return {
+        name: round(value, 3) if isinstance(value, float) else value
+        for name, value in summary.items()
+        if value is not None
+    }
+
+
+def _without_missing_tags(data: dict[str, Any]) -> dict[str, Any]:
+    if data.get("tags") is None:
+        data.pop("tags", None)
+    return data

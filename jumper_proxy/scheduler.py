@@ -713,6 +713,7 @@ class Scheduler:
                 interrupted=cell.interrupted,
                 request=run.content,
                 execution_count=count,
+                cell_id=_cell_id(cell.msg),
             )
             if magic.measured:
                 self._started(cell)
@@ -755,6 +756,16 @@ def _state(msg: Message) -> str | None:
     except WireError:
         return None
     return str(state) if state is not None else None
+
+
+def _cell_id(msg: Message) -> str | None:
+    """The notebook cell a request came from: the ``cellId`` JupyterLab and Notebook put in
+    an execute_request's metadata."""
+    try:
+        value = msg.metadata().get("cellId")
+    except WireError:
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _stub(entry: _Forwarded) -> Message:

@@ -26,12 +26,13 @@ TEXT_ROWS = 60
 TREE_SHARE = 0.005
 
 
-def profile_bundle(profile: Profile, title: str) -> dict[str, Any]:
-    """The profile's bar chart and call tree, with the same as text."""
+def profile_bundle(profile: Profile, title: str, cell_id: str | None = None) -> dict[str, Any]:
+    """The profile's bar chart and call tree, with the same as text (``cell_id``: the notebook
+    cell the output is for, see :func:`jumper_proxy.embed.layout_html`)."""
     from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Range1d
     from bokeh.plotting import figure
 
-    from jumper_proxy import plots
+    from jumper_proxy.embed import layout_html
 
     nodes = focus_nodes(profile)
     rows = sorted(top_regions(nodes, None), key=lambda r: -r.inclusive)
@@ -85,7 +86,7 @@ def profile_bundle(profile: Profile, title: str) -> dict[str, Any]:
     )
     fig.legend.location = "bottom_right"
     text = profile_text(profile, title, nodes)
-    parts = [plots._embed(fig), call_tree_html(profile, nodes)]
+    parts = [layout_html(fig, cell_id=cell_id), call_tree_html(profile, nodes)]
     return {"text/html": "\n".join(parts), "text/plain": text}
 
 
@@ -157,12 +158,12 @@ def profile_text(profile: Profile, title: str, nodes: Sequence[Node]) -> str:
     return "\n".join(lines)
 
 
-def trace_bundle(timeline: Timeline, title: str) -> dict[str, Any]:
+def trace_bundle(timeline: Timeline, title: str, cell_id: str | None = None) -> dict[str, Any]:
     """The timeline as an interactive graph, with a text summary."""
     from bokeh.models import ColumnDataSource, HoverTool, Range1d
     from bokeh.plotting import figure
 
-    from jumper_proxy import plots
+    from jumper_proxy.embed import layout_html
 
     depth_max = max(timeline.depth, default=0) + 1
     lane = 1.0 / depth_max
@@ -236,7 +237,7 @@ def trace_bundle(timeline: Timeline, title: str) -> dict[str, Any]:
     fig.ygrid.grid_line_color = None
     text = trace_text(timeline, title)
     note = f'<pre class="jumper-summary">{html.escape(text)}</pre>'
-    return {"text/html": note + "\n" + plots._embed(fig), "text/plain": text}
+    return {"text/html": note + "\n" + layout_html(fig, cell_id=cell_id), "text/plain": text}
 
 
 def trace_text(timeline: Timeline, title: str) -> str:

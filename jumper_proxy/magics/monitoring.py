@@ -116,7 +116,7 @@ async def display_graph_for_last(ctx: MagicContext, args: str, body: str) -> Non
 
     metrics = parse_metric_list(args)
     monitor = await _records(ctx)
-    ctx.out.display(graph_bundle([monitor.store.last()], metrics))
+    ctx.out.display(graph_bundle([monitor.store.last()], metrics, cell_id=ctx.cell_id))
 
 
 async def display_graph_for_index(ctx: MagicContext, args: str, body: str) -> None:
@@ -125,7 +125,7 @@ async def display_graph_for_index(ctx: MagicContext, args: str, body: str) -> No
     index, rest = parse_index(args, "display_graph_for_index")
     metrics = parse_metric_list(rest)
     monitor = await _records(ctx)
-    ctx.out.display(graph_bundle([monitor.store.get(index)], metrics))
+    ctx.out.display(graph_bundle([monitor.store.get(index)], metrics, cell_id=ctx.cell_id))
 
 
 async def display_graph_for_all(ctx: MagicContext, args: str, body: str) -> None:
@@ -136,7 +136,7 @@ async def display_graph_for_all(ctx: MagicContext, args: str, body: str) -> None
     records = monitor.store.records()
     if not records:
         monitor.store.last()  # raises the store's own "nothing recorded yet" error
-    ctx.out.display(graph_bundle(records, metrics, timeline=True))
+    ctx.out.display(graph_bundle(records, metrics, timeline=True, cell_id=ctx.cell_id))
 
 
 async def perfdata_to_variable(ctx: MagicContext, args: str, body: str) -> None:

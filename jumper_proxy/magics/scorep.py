@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from jumper_proxy.api import Magic, MagicContext, MagicTable
 from jumper_proxy.child import CellCode, HandoverSettings, InitCache, run_scorep_cell

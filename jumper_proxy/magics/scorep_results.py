@@ -98,7 +98,7 @@ async def display_scorep_profile(ctx: MagicContext, args: str, body: str) -> Non
 
     path, title = await experiment_of(ctx, "display_scorep_profile", args)
     profile = await asyncio.to_thread(read_profile, path)
-    ctx.out.display(scorep_plots.profile_bundle(profile, title))
+    ctx.out.display(scorep_plots.profile_bundle(profile, title, ctx.cell_id))
 
 
 async def display_scorep_trace(ctx: MagicContext, args: str, body: str) -> None:
@@ -107,7 +107,7 @@ async def display_scorep_trace(ctx: MagicContext, args: str, body: str) -> None:
 
     path, title = await experiment_of(ctx, "display_scorep_trace", args)
     timeline = await asyncio.to_thread(read_trace, path)
-    ctx.out.display(scorep_plots.trace_bundle(timeline, title))
+    ctx.out.display(scorep_plots.trace_bundle(timeline, title, ctx.cell_id))
 
 
 def register(table: MagicTable) -> None:

@@ -169,6 +169,41 @@ def test_running_the_kernel_wrapping_an_interpreter(
     assert fake_kernel[0].debug is False
 
 
+def test_running_the_kernel_with_upstream_arguments(
+    tmp_path: Path, fake_kernel: list[ProxyConfig]
+) -> None:
+    connection = tmp_path / "kernel-4.json"
+    connection.write_text("{}")
+
+    result = invoke(
+        "--upstream",
+        "python3",
+        "--upstream-arg=--HistoryManager.hist_file=:memory:",
+        "--upstream-arg",
+        "--log-level=DEBUG",
+        "-f",
+        str(connection),
+    )
+
+    assert result.exit_code == 3, result.output
+    assert fake_kernel[0].upstream == UpstreamSpec(
+        kernel_name="python3",
+        args=("--HistoryManager.hist_file=:memory:", "--log-level=DEBUG"),
+    )
+
+
+def test_install_forwards_upstream_arguments(prefix: Path) -> None:
+    result = invoke(
+        "install", "--prefix", str(prefix), "--upstream-arg=--HistoryManager.hist_file=:memory:"
+    )
+
+    assert result.exit_code == 0, result.output
+    content = json.loads(
+        (prefix / "share" / "jupyter" / "kernels" / "jumper-proxy" / "kernel.json").read_text()
+    )
+    assert "--upstream-arg=--HistoryManager.hist_file=:memory:" in content["argv"]
+
+
 def test_kernel_errors(tmp_path: Path, fake_kernel: list[ProxyConfig]) -> None:
     connection = tmp_path / "kernel-3.json"
     assert_user_error(
@@ -201,6 +236,11 @@ def test_run_errors(tmp_path: Path) -> None:
     assert_user_error(
         invoke("run", str(garbage), "--upstream", "no-such-kernel"),
         "No kernelspec named 'no-such-kernel' to wrap.",
+    )
+    missing = tmp_path / "no-dir" / "report.html"
+    assert_user_error(
+        invoke("run", str(garbage), "--upstream", "python3", "--html", str(missing)),
+        f"Cannot write {missing}: {missing.parent} is not a directory.",
     )
 
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import site
 import stat
+import subprocess
 import sys
+import tempfile
 import venv
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +22,7 @@ from jumper_proxy.config import UpstreamSpec
 from jumper_proxy.errors import ConfigurationError
 from jumper_proxy.kernelspec import (
     install_kernelspec,
+    is_ipython_upstream,
     kernel_argv,
     list_kernelspecs,
     resolve_upstream,
@@ -76,7 +82,8 @@ def test_install_writes_a_kernelspec_wrapping_a_kernelspec(prefix: Path) -> None
     assert content["language"] == "python"
     assert content["display_name"] == "Python 3 (jumper-proxy)"
     assert content["metadata"] == {
-        "jumper_proxy": {"upstream": {"kernel_name": "python3"}, "version": "0.1.0"}
+        "jumper_proxy": {"upstream": {"kernel_name": "python3"}, "version": "0.1.0"},
+        "debugger": True,  # as ipykernel's python3 kernelspec declares: JupyterLab's debugger
     }
     assert "env" not in content
     for logo in ("logo-32x32.png", "logo-64x64.png"):
@@ -301,3 +308,133 @@ def test_kernel_argv_passes_debug() -> None:
     argv = kernel_argv(PYTHON3, debug=True)
 
     assert argv[:4] == [sys.executable, "-m", "jumper_proxy", "--debug"]
+
+
+def test_the_debugger_is_declared_only_where_the_upstream_declares_it(
+    prefix: Path, tmp_path: Path
+) -> None:
+    _foreign_kernelspec(prefix, "foreign")
+    no_debugger = _write_script(tmp_path / "old-python", "exit 1")
+
+    foreign = kernelspec.kernel_json(UpstreamSpec(kernel_name="foreign"))
+    interpreter = kernelspec.kernel_json(UpstreamSpec(python=sys.executable))
+    without = kernelspec.kernel_json(UpstreamSpec(python=str(no_debugger)))
+
+    assert "debugger" not in foreign["metadata"]
+    assert foreign["language"] == "x"
+    assert interpreter["metadata"]["debugger"] is True  # what its ipykernel would write
+    assert "debugger" not in without["metadata"]
+
+
+def test_upstream_arguments_reach_the_argv_and_the_metadata(prefix: Path) -> None:
+    memory = "--HistoryManager.hist_file=:memory:"
+    upstream = resolve_upstream("python3", None, [memory, "--log-level=DEBUG"])
+
+    destination = install_kernelspec(prefix=str(prefix), name="jp-args", upstream=upstream)
+
+    content = _kernel_json(destination)
+    assert content["argv"][3:7] == [
+        "--upstream",
+        "python3",
+        f"--upstream-arg={memory}",
+        "--upstream-arg=--log-level=DEBUG",
+    ]
+    assert upstream_from_metadata(content["metadata"]) == UpstreamSpec(  # type: ignore[arg-type]
+        kernel_name="python3", args=(memory, "--log-level=DEBUG")
+    )
+    assert upstream_for_notebook("jp-args").args == (memory, "--log-level=DEBUG")
+    assert (
+        upstream_from_metadata({"jumper_proxy": {"upstream": {"python": "p", "args": [1]}}}) is None
+    )
+
+
+def test_which_upstreams_are_ipython(prefix: Path) -> None:
+    _foreign_kernelspec(prefix, "foreign")
+
+    assert is_ipython_upstream(PYTHON3)
+    assert is_ipython_upstream(UpstreamSpec(python=sys.executable))
+    assert not is_ipython_upstream(UpstreamSpec(kernel_name="foreign"))
+    assert not is_ipython_upstream(UpstreamSpec(kernel_name="not-installed"))
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    """The umask of a typical admin shell (022), whatever the test runner's is."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.usefixtures("usual_umask")
+def test_kernelspec_directories_are_readable_by_everyone(prefix: Path) -> None:
+    destination = install_kernelspec(prefix=str(prefix), upstream=PYTHON3)
+
+    assert stat.S_IMODE(destination.stat().st_mode) == 0o755
+    for path in destination.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+RUNUSER = shutil.which("runuser")
+
+
+def _python_for(user: str) -> str | None:
+    """An interpreter ``user`` may run that loads this environment's packages: this one, or
+    the system's of the same version (this one often lives in root's home)."""
+    system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    for python in (os.path.realpath(sys.executable), system):
+        check = subprocess.run(
+            [str(RUNUSER), "-u", user, "--", python, "-c", "pass"], capture_output=True, check=False
+        )
+        if check.returncode == 0:
+            return python
+    return None
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or RUNUSER is None,
+    reason="needs root and runuser to look at the kernelspec as another user",
+)
+@pytest.mark.usefixtures("usual_umask")
+def test_a_prefix_install_is_visible_to_another_user() -> None:
+    """What a JupyterHub admin does: install into a shared prefix as root; ``nobody`` must
+    find the kernelspec with jupyter_client and read its files."""
+    python = _python_for("nobody")
+    if python is None:
+        pytest.skip("no Python interpreter that the user nobody may run")
+    shared = Path(tempfile.mkdtemp(prefix="jumper-proxy-shared-"))  # in /tmp, not pytest's 0700
+    try:
+        shared.chmod(0o755)
+        install_kernelspec(prefix=str(shared), name="jp-shared", upstream=PYTHON3)
+        looks = (
+            "import json, sys\n"
+            "from jupyter_client.kernelspec import KernelSpecManager\n"
+            "manager = KernelSpecManager(ensure_native_kernel=False)\n"
+            "spec = manager.get_kernel_spec('jp-shared')\n"
+            "logos = [len(open(f'{spec.resource_dir}/{n}', 'rb').read()) for n in sys.argv[1:]]\n"
+            "print(json.dumps([sorted(manager.find_kernel_specs()), spec.display_name, logos]))\n"
+        )
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(shared),
+            "PYTHONPATH": os.pathsep.join(site.getsitepackages()),
+            "JUPYTER_PATH": str(shared / "share" / "jupyter"),
+            "JUPYTER_DATA_DIR": str(shared / "nobody-data"),
+            "JUPYTER_PLATFORM_DIRS": "1",
+            "PYTHONWARNINGS": "ignore",
+        }
+        seen = subprocess.run(
+            [str(RUNUSER), "-u", "nobody", "--", python, "-c", looks, *kernelspec.LOGO_FILES],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(shared)
+
+    assert seen.returncode == 0, seen.stderr
+    names, display_name, logos = json.loads(seen.stdout)
+    assert "jp-shared" in names
+    assert display_name == "Python 3 (jumper-proxy)"
+    assert all(size > 100 for size in logos)

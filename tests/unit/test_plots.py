@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from typing import Any
@@ -11,6 +12,7 @@ from bokeh.models import GlyphRenderer
 from bokeh.models.annotations import BoxAnnotation, Label, Span
 from bokeh.plotting import figure
 
+from jumper_proxy.embed import BokehJSCarrier
 from jumper_proxy.errors import MagicError
 from jumper_proxy.monitor import METRICS, CellRecord
 from jumper_proxy.plots import (
@@ -19,6 +21,7 @@ from jumper_proxy.plots import (
     live_bundle,
     parse_metric_list,
     summary_text,
+    timeline_labels,
 )
 
 MiB = 2**20
@@ -86,24 +89,58 @@ def test_summary_without_samples() -> None:
     assert summary_text(short).endswith("samples dropped to bound memory")
 
 
-def test_the_bundle_is_self_contained_bokeh_plus_text() -> None:
-    bundle = graph_bundle([known_record()])
-    assert set(bundle) == {"text/html", "text/plain"}
-    assert bundle["text/plain"] == summary_text(known_record())
-    page = bundle["text/html"]
-    assert "BEGIN bokeh.min.js" in page and "embed_item(" in page
+def test_the_first_bundle_carries_bokehjs_and_the_later_ones_use_it() -> None:
+    carrier = BokehJSCarrier()
+    first, second, third = (graph_bundle([known_record()], carrier=carrier) for _ in range(3))
+
+    assert set(first) == {"text/html", "text/plain"}
+    assert first["text/plain"] == summary_text(known_record())
+    page = first["text/html"]
+    assert page.count("BEGIN bokeh.min.js") == 1 and "embed_item(" in page
     assert '"name": "Figure"' in page
     assert "cdn.bokeh.org" not in page
     assert not re.search(r"<script[^>]*\bsrc=", page)
     # every script element ends where it should: nothing inside closes it early
     assert page.count("<script") == page.count("</script>") == 2
+    assert len(page) > 1_000_000
+    for later in (second, third):
+        html = later["text/html"]
+        assert "bokeh.min.js" not in html
+        assert html.count("<script") == html.count("</script>") == 1
+        assert "embed_item(" in html and "jumperBokehWaiting" in html  # waits for the carrier
+        assert len(html.encode()) < 300_000
 
 
-def test_a_record_without_samples_gets_text_only() -> None:
+def test_the_cell_that_carried_bokehjs_carries_it_again_when_run_again() -> None:
+    """Its new output replaces the one with BokehJS in the saved notebook."""
+    carrier = BokehJSCarrier()
+
+    def carries(cell: str | None) -> bool:
+        html = graph_bundle([known_record()], carrier=carrier, cell_id=cell)["text/html"]
+        return "bokeh.min.js" in html
+
+    assert [carries("a"), carries("b"), carries(None), carries("a"), carries("b")] == [
+        True,
+        False,
+        False,
+        True,
+        False,
+    ]
+
+
+def test_without_a_carrier_the_page_brings_bokehjs() -> None:
+    html = graph_bundle([known_record()], carrier=None)["text/html"]
+
+    assert "bokeh.min.js" not in html and "embed_item(" in html
+
+
+def test_a_record_without_samples_gets_text_only_and_leaves_bokehjs_for_later() -> None:
+    carrier = BokehJSCarrier()
     short = CellRecord(index=0, code="pass", start=1.0, end=1.1, duration=0.1, status="ok")
-    bundle = graph_bundle([short])
+    bundle = graph_bundle([short], carrier=carrier)
     assert "<script" not in bundle["text/html"]
     assert "too short to sample" in bundle["text/html"]
+    assert "bokeh.min.js" in graph_bundle([known_record()], carrier=carrier)["text/html"]
 
 
 def lines_of(layout: Any) -> dict[str, list[float]]:
@@ -182,6 +219,49 @@ def test_the_timeline_marks_every_cell_on_one_axis() -> None:
     text = graph_bundle(records, timeline=True)["text/plain"]
     assert text.startswith("Cells 0 to 2: 8.50 s in total")
     assert all(f"Cell {i} (ok)" in text for i in range(3))
+
+
+def test_labels_of_short_cells_never_overlap() -> None:
+    # ten 20 ms cells after a long one, a long one, then a short one at the very end
+    def short(index: int, duration: float) -> CellRecord:
+        return CellRecord(
+            index=index, code="x", start=0.0, end=duration, duration=duration, status="ok"
+        )
+
+    records = [
+        known_record(0),
+        *(short(i, 0.02) for i in range(1, 11)),
+        known_record(11),
+        short(12, 0.05),
+    ]
+    durations = [r.duration for r in records]
+    offsets = [sum(durations[:i]) for i in range(len(durations))]
+    span = sum(durations)
+
+    labels = timeline_labels([r.index for r in records], offsets, span)
+
+    # cell 11 starts 0.2 s after cell 1, within the label of 1 to 10: it joins that label
+    assert [text for _, text, _ in labels] == ["#0", "#1\u201311", "#12"]
+    assert labels[-1] == (span, "#12", True)  # drawn leftwards from the end of the axis
+    # on the narrowest plot they are laid out for (480 px), with 7.5 px per character
+    px = 480 / span
+    edges = [
+        (
+            x * px - (3 + 7.5 * len(t)) if right else x * px,
+            x * px if right else x * px + 3 + 7.5 * len(t),
+        )
+        for x, t, right in labels
+    ]
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(edges))
+    layout = graph_layout(records, ["cpu_percent"], timeline=True)
+    drawn = sorted((label.x, label.text) for label in layout.select({"type": Label}))
+    assert drawn == [(x, text) for x, text, _ in labels]
+
+
+def test_a_last_label_that_meets_the_one_before_joins_it() -> None:
+    labels = timeline_labels([0, 1, 2], [0.0, 9.9, 9.95], 10.0)
+
+    assert labels == [(0.0, "#0", False), (10.0, "#1\u20132", True)]
 
 
 def test_several_records_without_timeline_are_overlaid() -> None:

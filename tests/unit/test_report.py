@@ -9,8 +9,10 @@ from jumper_proxy.report import (
     CellRow,
     ExecutedCell,
     build_rows,
+    cell_metadata,
     format_bytes,
     format_table,
+    format_tags,
     has_gpu,
     rows_to_json,
     wall_time_from_metadata,
@@ -19,9 +21,9 @@ from jumper_proxy.report import (
 MIB = 1024 * 1024
 
 
-def _record(code: str, **samples: Any) -> dict[str, Any]:
+def _record(code: str, index: int = 0, **samples: Any) -> dict[str, Any]:
     return {
-        "index": 0,
+        "index": index,
         "code": code,
         "start": 100.0,
         "end": 102.0,
@@ -57,6 +59,7 @@ def test_rows_without_perf_data_keep_the_client_wall_time() -> None:
 
     assert row == CellRow(
         index=2,
+        run_index=None,
         status="ok",
         wall_s=0.5,
         cpu_percent_mean=None,
@@ -101,14 +104,15 @@ def test_records_are_matched_by_code_in_order() -> None:
         ExecutedCell(index=3, source="a()", status="error", wall_s=3.0),
     ]
     records = [
-        _record("a()", cpu_percent=[10.0, 20.0]),
-        _record("hidden()", cpu_percent=[99.0, 99.0]),
-        _record("a()\n", cpu_percent=[30.0, 40.0]),
+        _record("a()", 0, cpu_percent=[10.0, 20.0]),
+        _record("hidden()", 1, cpu_percent=[99.0, 99.0]),
+        _record("a()\n", 2, cpu_percent=[30.0, 40.0]),
     ]
 
     rows = build_rows(cells, records)
 
     assert [row.cpu_percent_max for row in rows] == [None, 20.0, 40.0]
+    assert [row.run_index for row in rows] == [None, 0, 2]  # the magics' numbering
     assert [row.wall_s for row in rows] == [0.01, 2.0, 2.0]
     assert rows[2].status == "error"
 
@@ -158,6 +162,7 @@ def test_table_without_gpu_data() -> None:
     ]
     record = _record(
         "busy()",
+        5,
         cpu_percent=[100.0, 99.0],
         memory_rss_bytes=[50 * MIB, 60 * MIB],
         io_read_bytes=[0, 0],
@@ -167,9 +172,9 @@ def test_table_without_gpu_data() -> None:
     table = format_table(build_rows(cells, [record]))
 
     assert table.splitlines() == [
-        "cell  status  wall s  CPU% mean  CPU% max  peak mem  read  written  code",
-        "   1  ok        0.01          -         -         -     -        -  %%jumper_help",
-        "   3  ok        2.00       99.5     100.0  60.0 MiB   0 B  2.0 KiB  busy()",
+        "cell  run  status  wall s  CPU% mean  CPU% max  peak mem  read  written  code",
+        "   1    -  ok        0.01          -         -         -     -        -  %%jumper_help",
+        "   3    5  ok        2.00       99.5     100.0  60.0 MiB   0 B  2.0 KiB  busy()",
     ]
 
 
@@ -203,6 +208,7 @@ def test_rows_to_json_has_raw_numbers() -> None:
 
     assert data == {
         "index": 4,
+        "run_index": 0,
         "status": "ok",
         "wall_s": 2.0,
         "cpu_percent_mean": 2.0,
@@ -214,3 +220,42 @@ def test_rows_to_json_has_raw_numbers() -> None:
         "gpu_memory_peak_bytes": None,
         "code": "f()",
     }
+
+
+def test_tags_are_passed_on_as_the_proxy_gives_them() -> None:
+    cells = [
+        ExecutedCell(index=0, source="a()", status="ok", wall_s=1.0),
+        ExecutedCell(index=1, source="b()", status="ok", wall_s=1.0),
+    ]
+    tagged = _record("a()", 0, cpu_percent=[100.0, 100.0])
+    tagged["tags"] = ["cpu-bound"]
+
+    rows = build_rows(cells, [tagged, _record("b()", 1)])
+
+    assert [row.tags for row in rows] == [["cpu-bound"], None]
+    lines = format_table(rows).splitlines()
+    assert lines[0].split()[-2:] == ["tags", "code"]
+    assert lines[1].endswith("cpu-bound  a()") and lines[2].endswith("-          b()")
+    assert "tags" in rows_to_json(rows)[0] and "tags" not in rows_to_json(rows)[1]
+    assert "tags" not in format_table(build_rows(cells[1:], [_record("b()", 1)]))
+    assert format_tags({"io": True}) == '{"io": true}' and format_tags([]) == "-"
+
+
+def test_cell_metadata_is_the_row_without_position_and_code() -> None:
+    cells = [ExecutedCell(index=7, source="f()", status="ok", wall_s=None)]
+    record = _record("f()", 3, cpu_percent=[1.0, 3.0], memory_rss_bytes=[10, 20])
+    record["tags"] = ["waiting"]
+
+    (row,) = build_rows(cells, [record])
+
+    assert cell_metadata(row) == {
+        "run_index": 3,
+        "status": "ok",
+        "wall_s": 2.0,
+        "cpu_percent_mean": 2.0,
+        "cpu_percent_max": 3.0,
+        "memory_peak_bytes": 20,
+        "tags": ["waiting"],
+    }
+    (magic,) = build_rows([ExecutedCell(index=0, source="%%x", status="ok", wall_s=0.01234)], [])
+    assert cell_metadata(magic) == {"status": "ok", "wall_s": 0.012}

@@ -29,12 +29,14 @@ def message(
     msg_id: str,
     parent: str | None = None,
     idents: list[bytes] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> Message:
     raw = content if isinstance(content, bytes) else json.dumps(content).encode()
     header = {"msg_id": msg_id, "msg_type": msg_type}
+    meta = json.dumps(metadata or {}).encode()
     return Message(
         idents=[b"client"] if idents is None else idents,
-        frames=[b"sig", json.dumps(header).encode(), b"{}", b"{}", raw],
+        frames=[b"sig", json.dumps(header).encode(), b"{}", meta, raw],
         header=header,
         parent_header={"msg_id": parent} if parent else {},
     )
@@ -174,6 +176,8 @@ def setup(ipython: bool = True) -> tuple[Scheduler, RecordingPort, Kernel, list[
 
     async def note(ctx: MagicContext, args: str, body: str) -> None:
         ran.append(args)
+        if args == "cell":
+            ran.append(str(ctx.cell_id))
         ctx.out.stream(f"note {args}\n")
         if args == "fail":
             raise MagicError("asked to fail")
@@ -244,6 +248,17 @@ async def test_a_magic_waits_for_the_cells_before_it_and_holds_the_ones_after() 
     assert port.replies("m") == [
         {"status": "ok", "execution_count": 7, "user_expressions": {}, "payload": []}
     ]
+
+
+@synchronously
+async def test_a_magic_knows_the_notebook_cell_it_came_from() -> None:
+    scheduler, port, kernel, ran = setup()
+    content = {"code": "%%note cell"}
+    scheduler.submit(message("execute_request", content, msg_id="m", metadata={"cellId": "c-7"}))
+    await settle()
+    answer_counts(port, kernel)
+    await settle()
+    assert ran == ["cell", "c-7"]
 
 
 @synchronously

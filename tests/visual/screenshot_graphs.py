@@ -1,14 +1,15 @@
-"""Visual check: do jumper-proxy's graphs, tables and live view show in JupyterLab?
+"""Visual check: do jumper-proxy's graphs, tables and live view show in JupyterLab, and again
+when the saved notebook is reopened?
 
-What it does, offline and on 127.0.0.1 only:
+What it does, offline and on 127.0.0.1 only (the harness is ``lab.py``):
 
-1. installs a jumper-proxy kernelspec into a temporary prefix and starts JupyterLab on it
-   (``JUPYTER_PATH`` points there; config, data, runtime, settings and workspace dirs are
-   temporary too, and JupyterLab's news and update checks are off);
+1. installs a jumper-proxy kernelspec into a temporary prefix and starts JupyterLab on it;
 2. writes a notebook that burns CPU for 2 s, holds 300 MiB for 1.5 s, then asks for
    ``%%display_graph_for_last``, ``%%display_graph_for_all``, ``%%display_code_history``,
    turns on ``%%monitor_live``, sleeps 5 s, asks for ``%%display_graph_for_index 0 ...`` and
-   ``%%jumper_help``;
+   ``%%jumper_help``, runs four quick cells and three 0.4 s cells and asks for
+   ``%%display_graph_for_all cpu_percent`` (short cells on the timeline: their labels must not
+   overlap);
 3. opens it in JupyterLab with Playwright driving Debian's ``/usr/bin/chromium``, runs it
    with the menu *Run > Run All Cells*, screenshots the live view twice while the 5 s cell
    runs, then every cell with its outputs once all are done, and one bokeh hover tooltip;
@@ -17,7 +18,12 @@ What it does, offline and on 127.0.0.1 only:
    the help are there, that the live view updated, and that the figures put each cell's work
    in that cell (the 300 MiB belong to cell 1, not cell 0); it records browser console
    errors and warnings and blocks, and reports, any request not to 127.0.0.1;
-5. stops the kernel and JupyterLab and removes the temporary directories.
+5. saves the notebook and checks the file: BokehJS is in the first graph output only, every
+   later graph output is under 300 KB; then shuts the kernel down, opens the notebook afresh
+   (a new page load) and checks that every graph is drawn again, and screenshots them;
+6. clears the output that carries BokehJS, saves and reopens: the other graphs must say that
+   they wait for BokehJS (and how to get it back);
+7. stops JupyterLab and removes the temporary directories.
 
 The screenshots are the point: look at them. The checks only catch what is plainly broken.
 
@@ -36,42 +42,31 @@ a check failed. ``--keep`` keeps the temporary directory (notebook, server log).
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
-import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import nbformat
-from playwright.sync_api import ConsoleMessage, Locator, Page, Route, sync_playwright
+from lab import (
+    Report,
+    Shooter,
+    all_cells_ran,
+    browser_page,
+    check_arguments,
+    kernel_status,
+    open_notebook,
+    prompts,
+    run_in_lab,
+    text_of,
+    wait_for,
+)
+from playwright.sync_api import Locator, Page
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 KERNEL_NAME = "jumper-proxy-vis"
 NOTEBOOK = "jumper_graphs.ipynb"
-LOCAL_HOSTS = {"127.0.0.1", "localhost"}
-VIEWPORT = {"width": 1400, "height": 1000}
 
 #: (label, source) of each cell, in order; the labels name the screenshots
 CELLS: list[tuple[str, str]] = [
@@ -98,9 +93,21 @@ CELLS: list[tuple[str, str]] = [
     ("sleep-5s", 'import time\ntime.sleep(5)\nprint("slept 5 s")'),
     ("graph-index-0", "%%display_graph_for_index 0 cpu_percent memory_rss_bytes"),
     ("jumper-help", "%%jumper_help"),
+    *((f"quick-{i}", f"x = {i}") for i in range(4)),
+    *((f"short-{i}", "import time\ntime.sleep(0.4)") for i in range(3)),
+    ("graph-all-short", "%%display_graph_for_all cpu_percent"),
 ]
 #: graph cells: how many figures (CPU, memory, I/O by default) and line glyphs each must show
-GRAPH_CELLS = {"graph-last": (3, 4), "graph-all": (3, 4), "graph-index-0": (2, 2)}
+GRAPH_CELLS = {
+    "graph-last": (3, 4),
+    "graph-all": (3, 4),
+    "graph-index-0": (2, 2),
+    "graph-all-short": (1, 1),
+}
+#: the monitored cells on the last timeline: 0, 1, the 5 s sleep, four quick, three short
+TIMELINE_CELLS = 10
+#: the largest a graph output may be that does not carry BokehJS
+LATER_OUTPUT_MAX = 300_000
 MEASURED_BEFORE_HISTORY = 2  # cells 0 and 1; magics are not measured
 LIVE_CELL = "sleep-5s"
 HELP_MAGICS = (
@@ -156,124 +163,6 @@ TOOLTIP_PROBE = """() => {
 }"""
 
 
-@dataclass
-class Report:
-    """Everything the run saw; written to report.json."""
-
-    screenshots: list[str] = field(default_factory=list)
-    checks: list[tuple[str, bool, str]] = field(default_factory=list)
-    console: list[str] = field(default_factory=list)
-    page_errors: list[str] = field(default_factory=list)
-    blocked_requests: list[str] = field(default_factory=list)
-    request_count: int = 0
-    live_texts: list[str] = field(default_factory=list)
-    outputs: dict[str, Any] = field(default_factory=dict)
-
-    def check(self, name: str, ok: bool, detail: str = "") -> None:
-        self.checks.append((name, ok, detail))
-        print(f"[{'ok' if ok else 'FAIL'}] {name}{': ' + detail if detail else ''}", flush=True)
-
-    @property
-    def ok(self) -> bool:
-        return all(ok for _, ok, _ in self.checks)
-
-
-# ---- JupyterLab ------------------------------------------------------------------------
-
-
-def write_notebook(path: Path) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": KERNEL_NAME,
-        "display_name": "Python 3 (jumper-proxy)",
-        "language": "python",
-    }
-    nb.cells = [nbformat.v4.new_code_cell(source) for _, source in CELLS]
-    nbformat.write(nb, path)
-
-
-def free_port(preferred: int) -> int:
-    """``preferred`` if nothing listens there, else any free port."""
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
-
-
-def server_up(base: str) -> bool:
-    try:
-        with urllib.request.urlopen(base + "/api/status", timeout=5) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, ConnectionError):
-        return False
-
-
-@contextmanager
-def jupyterlab(work: Path, port: int) -> Iterator[str]:
-    """JupyterLab serving ``work/nb`` with the kernelspec in ``work/prefix``; yields its URL."""
-    bindir = Path(sys.prefix) / "bin"
-    prefix = work / "prefix"
-    subprocess.run(
-        [str(bindir / "jumper-proxy"), "install", "--prefix", str(prefix), "--name", KERNEL_NAME],
-        check=True,
-        capture_output=True,  # it warns that the prefix is not on Jupyter's default path
-    )
-    settings = work / "lab-settings"
-    no_news = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-    no_news.parent.mkdir(parents=True)
-    no_news.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    env = dict(os.environ)
-    env.update(
-        JUPYTER_PATH=str(prefix / "share" / "jupyter"),
-        JUPYTER_CONFIG_DIR=str(work / "config"),
-        JUPYTER_DATA_DIR=str(work / "data"),
-        JUPYTER_RUNTIME_DIR=str(work / "runtime"),
-        JUPYTERLAB_SETTINGS_DIR=str(settings),
-        JUPYTERLAB_WORKSPACES_DIR=str(work / "lab-workspaces"),
-        PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}",
-    )
-    command = [
-        str(bindir / "jupyter"),
-        "lab",
-        "--no-browser",
-        f"--port={port}",
-        "--ServerApp.port_retries=0",
-        "--ServerApp.ip=127.0.0.1",
-        "--ServerApp.token=",
-        "--ServerApp.password=",
-        f"--ServerApp.root_dir={work / 'nb'}",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        "--LabApp.extension_manager=readonly",
-    ]
-    if os.geteuid() == 0:
-        command.append("--allow-root")
-    with (work / "jupyterlab.log").open("wb") as log:
-        server = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while not server_up(base):
-                if server.poll() is not None:
-                    raise RuntimeError(f"JupyterLab exited ({server.returncode}); see its log")
-                if time.monotonic() > deadline:
-                    raise RuntimeError("JupyterLab did not start within 60 s")
-                time.sleep(0.5)
-            yield base
-        finally:
-            server.send_signal(signal.SIGTERM)  # it shuts its kernels down, then exits
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)  # its own session: only what it started
-                server.wait()
-
-
 # ---- the page --------------------------------------------------------------------------
 
 
@@ -284,60 +173,6 @@ def cell(page: Page, label: str) -> Locator:
 
 def output(page: Page, label: str) -> Locator:
     return cell(page, label).locator(".jp-OutputArea")
-
-
-def text_of(target: Locator) -> str:
-    # text content, not inner text: JupyterLab skips rendering cells out of view
-    # (content-visibility), and their inner text is empty
-    return (target.text_content() or "").strip()
-
-
-def prompts(page: Page) -> list[str]:
-    prompt = page.locator(".jp-NotebookPanel .jp-Cell .jp-InputArea .jp-InputPrompt")
-    return [t.strip() for t in prompt.all_text_contents()]
-
-
-def kernel_status(page: Page) -> str:
-    """The status bar's "KERNEL NAME | Idle" item ("" until a kernel is connected)."""
-    item = page.locator(".jp-StatusBar-Item", has_text=" | ")
-    return item.first.inner_text().strip() if item.count() else ""
-
-
-def wait_for(what: str, predicate: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
-        time.sleep(0.25)
-
-
-class Shooter:
-    """Numbered screenshots into the output directory."""
-
-    def __init__(self, page: Page, out: Path, report: Report) -> None:
-        self.page, self.out, self.report = page, out, report
-        self.n = 0
-
-    def _path(self, name: str) -> Path:
-        self.n += 1
-        path = self.out / f"{self.n:02d}-{name}.png"
-        self.report.screenshots.append(str(path))
-        return path
-
-    def page_shot(self, name: str) -> None:
-        self.page.screenshot(path=self._path(name), full_page=True)
-
-    def element_shot(self, name: str, target: Locator) -> None:
-        """The element in full: the viewport grows to fit it, so nothing is clipped."""
-        target.scroll_into_view_if_needed()
-        box = target.bounding_box()
-        height = int(box["height"]) if box else 0
-        if height + 250 > VIEWPORT["height"]:
-            self.page.set_viewport_size({"width": VIEWPORT["width"], "height": height + 300})
-            self.page.wait_for_timeout(500)  # JupyterLab and bokeh follow the resize
-            target.scroll_into_view_if_needed()
-        target.screenshot(path=self._path(name))
-        self.page.set_viewport_size(VIEWPORT)  # type: ignore[arg-type]
 
 
 def run_all_from_menu(page: Page) -> None:
@@ -361,17 +196,24 @@ def check_live_view(page: Page, shoot: Shooter, report: Report) -> None:
     report.check("live view updates in place", first != second, second)
 
 
-def check_graph(page: Page, label: str, report: Report) -> None:
+def check_graph(page: Page, label: str, report: Report, when: str = "") -> None:
     figures, lines = GRAPH_CELLS[label]
     out = output(page, label)
     out.scroll_into_view_if_needed()
-    page.wait_for_timeout(300)
+
+    def drawn_in_full() -> bool:
+        shown = out.evaluate(BOKEH_PROBE)["figures"]
+        return len([f for f in shown if f[0] > 300 and f[1] > 150]) >= figures
+
+    with contextlib.suppress(TimeoutError):  # what is missing then, the checks below say
+        wait_for(page, f"{label} to be drawn", drawn_in_full, 30)
     probe: dict[str, Any] = out.evaluate(BOKEH_PROBE)
     views: dict[str, int] = probe["views"]
     summary = text_of(out.locator("pre.jumper-summary"))
-    report.outputs[label] = {"bokeh": probe, "summary": summary}
-    hint = out.get_by_text("The interactive graph appears when").count()
+    report.outputs[label + when] = {"bokeh": probe, "summary": summary}
+    hint = out.locator("[id$='-hint']").count()
     drawn = [f for f in probe["figures"] if f[0] > 300 and f[1] > 150]
+    label += when
     report.check(f"{label}: text summary", summary.startswith(("Cell ", "Cells ")), summary[:40])
     report.check(f"{label}: embed script ran (hint removed)", hint == 0)
     report.check(
@@ -386,9 +228,16 @@ def check_graph(page: Page, label: str, report: Report) -> None:
     report.check(
         f"{label}: toolbar", views.get("bk-Toolbar", 0) == 1 and buttons >= 5, f"{buttons} tools"
     )
-    if label == "graph-all":
+    if label.startswith("graph-all-short"):
+        labels = views.get("bk-Label", 0)
         report.check(
-            "graph-all: cell spans and labels on the timeline",
+            f"{label}: every cell's span, and fewer labels than cells (short cells share one)",
+            views.get("bk-Span", 0) == TIMELINE_CELLS and 3 <= labels < TIMELINE_CELLS,
+            f"{views.get('bk-Span', 0)} spans, {labels} labels",
+        )
+    elif label.startswith("graph-all"):
+        report.check(
+            f"{label}: cell spans and labels on the timeline",
             views.get("bk-Span", 0) == 2 * figures and views.get("bk-Label", 0) == 2,
             f"{views.get('bk-Span', 0)} spans, {views.get('bk-Label', 0)} labels",
         )
@@ -435,60 +284,16 @@ def hover_tooltip(page: Page, shoot: Shooter, report: Report) -> None:
     page.mouse.move(0, 0)
 
 
-def drive(base: str, out: Path, report: Report, timeout: float) -> None:
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
-
-        def only_local(route: Route) -> None:
-            url = route.request.url
-            report.request_count += 1
-            remote = urlparse(url).scheme in ("http", "https", "ws", "wss") and (
-                urlparse(url).hostname not in LOCAL_HOSTS
-            )
-            if remote:
-                report.blocked_requests.append(url)
-                route.abort()
-            else:
-                route.continue_()
-
-        def console(msg: ConsoleMessage) -> None:
-            if msg.type in ("error", "warning"):
-                report.console.append(f"{msg.type}: {msg.text}")
-
-        context.route("**/*", only_local)
-        page = context.new_page()
-        page.on("console", console)
-        page.on("pageerror", lambda error: report.page_errors.append(str(error)))
-        page.on(
-            "websocket",
-            lambda ws: (
-                report.blocked_requests.append(ws.url)
-                if urlparse(ws.url).hostname not in LOCAL_HOSTS
-                else None
-            ),
-        )
+def drive(base: str, work: Path, out: Path, report: Report, timeout: float) -> None:
+    with browser_page(report) as page:
         shoot = Shooter(page, out, report)
-
-        page.goto(f"{base}/lab/tree/{NOTEBOOK}")
-        page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=60_000)
-        wait_for("the kernel to be idle", lambda: kernel_status(page).endswith("| Idle"), 60)
-        status = kernel_status(page)
-        report.check(
-            "notebook opened with the jumper-proxy kernel", "jumper-proxy" in status, status
-        )
+        open_notebook(page, base, NOTEBOOK, report)
         shoot.page_shot("notebook-opened")
 
         run_all_from_menu(page)
         check_live_view(page, shoot, report)
-
-        def finished() -> bool:
-            return kernel_status(page).endswith("| Idle") and all(
-                re.fullmatch(r"\[\d+\]:", p) for p in prompts(page)
-            )
-
         try:
-            wait_for("all cells to finish", finished, timeout)
+            wait_for(page, "all cells to finish", lambda: all_cells_ran(page), timeout)
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}: {kernel_status(page)!r}, prompts {prompts(page)}") from None
         page.wait_for_timeout(1_500)  # the last graph's layout
@@ -519,56 +324,111 @@ def drive(base: str, out: Path, report: Report, timeout: float) -> None:
         )
         shoot.page_shot("notebook-top")
 
-        report.check("no browser console errors", not report.console, "; ".join(report.console))
-        report.check("no page errors", not report.page_errors, "; ".join(report.page_errors))
-        report.check(
-            "no request beyond 127.0.0.1",
-            not report.blocked_requests,
-            f"{report.request_count} requests; blocked: {report.blocked_requests}",
-        )
-        browser.close()
+        save_and_check_sizes(page, work / "nb" / NOTEBOOK, report)
+        left = page.evaluate(SHUT_DOWN_SESSIONS)  # as when the notebook is reopened later
+        report.check("kernel shut down before reopening", left == 0, f"{left} sessions left")
+        page.goto("about:blank")  # nothing of the first page stays: BokehJS is gone too
+        open_notebook(page, base, NOTEBOOK, report)
+        page.wait_for_timeout(1_500)
+        for label in GRAPH_CELLS:
+            check_graph(page, label, report, when=" after reopening")
+            shoot.element_shot(f"reopened-{label}", cell(page, label))
+        without_the_carrier(page, base, work / "nb" / NOTEBOOK, shoot, report)
+        report.check_page_was_clean()
+
+
+def without_the_carrier(page: Page, base: str, path: Path, shoot: Shooter, report: Report) -> None:
+    """Clear the output that carries BokehJS, save, reopen: the other graphs cannot be drawn
+    and say why."""
+    first, *later = GRAPH_CELLS
+    cell(page, first).locator(".jp-InputPrompt").click()  # selects the cell
+    cell(page, first).locator(".jp-InputPrompt").click(button="right")
+    page.get_by_role("menuitem", name="Clear Cell Output").click()
+    wait_for(
+        page,
+        "the output to be cleared",
+        lambda: output(page, first).count() == 0 or not text_of(output(page, first)),
+        10,
+    )
+    save(page, path)
+    page.goto("about:blank")
+    open_notebook(page, base, NOTEBOOK, report)
+    page.wait_for_timeout(1_500)
+    hints = [
+        text_of(hint) if hint.count() else "(drawn)"
+        for hint in (output(page, label).locator("[id$='-hint']") for label in later)
+    ]
+    drawn = [output(page, label).evaluate(BOKEH_PROBE)["figures"] for label in later]
+    report.check(
+        "carrier cleared: the later graphs say they wait for BokehJS",
+        all(hint.startswith("Waiting for BokehJS") for hint in hints) and not any(drawn),
+        f"{hints[0][:60]}..., figures {drawn}",
+    )
+    shoot.element_shot(f"carrier-cleared-{later[0]}", cell(page, later[0]))
+
+
+def save(page: Page, path: Path) -> None:
+    """Save from the toolbar; done when the server has answered (JupyterLab then marks the
+    tab clean), not when the file changes: the server writes it in place."""
+    before = path.stat().st_mtime_ns
+    dirty = page.locator(".lm-TabBar-tab.jp-mod-current.jp-mod-dirty")
+    page.locator(".jp-NotebookPanel-toolbar [data-command='docmanager:save']").first.click()
+    wait_for(
+        page,
+        "the notebook to be saved",
+        lambda: path.stat().st_mtime_ns != before and dirty.count() == 0,
+        30,
+    )
+
+
+def save_and_check_sizes(page: Page, path: Path, report: Report) -> None:
+    """Save the notebook; in the file, BokehJS is in the first graph output only and every
+    later graph output is under LATER_OUTPUT_MAX."""
+    save(page, path)
+    nb = nbformat.read(path, as_version=4)
+    labels = [name for name, _ in CELLS]
+    sizes = {
+        name: len(json.dumps(nb.cells[labels.index(name)].outputs).encode()) for name in GRAPH_CELLS
+    }
+    report.outputs["saved-sizes"] = sizes
+    carriers = [
+        name for name in GRAPH_CELLS if "BEGIN bokeh.min.js" in str(nb.cells[labels.index(name)])
+    ]
+    first, *later = GRAPH_CELLS
+    report.check(
+        "saved: BokehJS in the first graph output only", carriers == [first], f"{carriers}"
+    )
+    report.check(
+        f"saved: later graph outputs under {LATER_OUTPUT_MAX // 1000} KB",
+        all(sizes[name] < LATER_OUTPUT_MAX for name in later),
+        ", ".join(f"{name} {size / 1000:.0f} KB" for name, size in sizes.items()),
+    )
+
+
+#: ends every session of the server from the page, with the XSRF token JupyterLab uses itself
+SHUT_DOWN_SESSIONS = """async () => {
+  const cookie = document.cookie.match(/(?:^|; )_xsrf=([^;]*)/);
+  const headers = {"X-XSRFToken": cookie ? decodeURIComponent(cookie[1]) : ""};
+  const sessions = await (await fetch("/api/sessions")).json();
+  for (const session of sessions) {
+    await fetch("/api/sessions/" + session.id, {method: "DELETE", headers});
+  }
+  return (await (await fetch("/api/sessions")).json()).length;
+}"""
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
-    parser.add_argument("out", type=Path, help="directory for the screenshots and report.json")
-    parser.add_argument("--port", type=int, default=8899, help="JupyterLab's port (8899)")
+    parser = check_arguments(__doc__ or "", 8899)
     parser.add_argument(
         "--timeout", type=float, default=180, help="seconds for all cells to finish (180)"
     )
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the temporary directory (notebook, server log)"
-    )
     args = parser.parse_args(argv)
-    if not Path(CHROMIUM).exists():
-        parser.error(f"{CHROMIUM} is missing: apt-get install chromium")
-
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("[0-9][0-9]-*.png"):
-        old.unlink()
-    work = Path(tempfile.mkdtemp(prefix="jpvis-"))
-    (work / "nb").mkdir()
-    write_notebook(work / "nb" / NOTEBOOK)
-    report = Report()
-    try:
-        with jupyterlab(work, free_port(args.port)) as base:
-            drive(base, out, report, args.timeout)
-    except Exception as exc:
-        report.check("the run completed", False, f"{type(exc).__name__}: {exc}")
-        log = work / "jupyterlab.log"
-        if log.exists():
-            print("---- JupyterLab log (tail) ----\n" + log.read_text(errors="replace")[-4000:])
-    finally:
-        (out / "report.json").write_text(json.dumps(asdict(report), indent=2))
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    failed = [name for name, ok, _ in report.checks if not ok]
-    print(f"{len(report.screenshots)} screenshots and report.json in {out}")
-    print(f"{len(failed)} of {len(report.checks)} checks failed: {failed}" if failed else "all ok")
-    return 0 if report.ok else 1
+    return run_in_lab(
+        args,
+        KERNEL_NAME,
+        (NOTEBOOK, [source for _, source in CELLS]),
+        lambda base, work, report: drive(base, work, args.out, report, args.timeout),
+    )
 
 
 if __name__ == "__main__":
