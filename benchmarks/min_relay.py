@@ -2,8 +2,9 @@
 
 A kernel process (``python min_relay.py CONNECTION_FILE``) that starts ``python3`` ipykernel
 behind it with the frontend connection's key and relays shell, control, stdin and IOPub both
-ways as the proxy does: frames split and their headers read with the proxy's own
-``jumper_proxy.wire``, then sent on unchanged, in one blocking poll loop: no scheduler, no
+ways as the proxy does: frames received, split and their headers read, and sent on unchanged
+with the proxy's own functions (``jumper_proxy.pump``, ``jumper_proxy.wire``), in one blocking
+poll loop: no scheduler, no
 monitor, no magics, no event loop. Whatever a Python relay in its own process costs per hop on
 a machine, this costs too; only what the proxy adds beyond it is its own.
 """
@@ -29,6 +30,7 @@ from kernels import on_jupyter_path
 from jumper_proxy import wire
 from jumper_proxy.errors import WireError
 from jumper_proxy.frontend import Heartbeat, _url, read_connection_file
+from jumper_proxy.pump import readable, receive, send
 
 MIN_RELAY_KERNEL = "jumper-min-relay-bench"
 
@@ -79,8 +81,8 @@ def relay(connection_file: str) -> None:
             poller.register(sock, zmq.POLLIN)
     while True:
         for sock, _ in poller.poll():
-            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            while readable(sock):
+                frames = receive(sock)
                 try:
                     msg = wire.split(frames)  # the headers, as the proxy reads them
                 except WireError:
@@ -89,7 +91,7 @@ def relay(connection_file: str) -> None:
                     upstream.shutdown_kernel(now=True)
                     shutil.rmtree(sockets, ignore_errors=True)
                     os._exit(0)
-                other[sock].send_multipart(msg.to_wire(), copy=False)
+                send(other[sock], msg.to_wire())
 
 
 @contextlib.contextmanager
